@@ -1,0 +1,1 @@
+"""Commands: argument-independent results (dataclasses) and their text/JSON renderers."""

@@ -1,0 +1,137 @@
+"""The one interface analysis code reads a target through (DESIGN 2.1).
+
+A backend (offline dump, pykd, pybag, fake) implements ``_read_backend``, module listing and the crash
+facts; this base class adds the page cache and the read statistics. On a live KDNET target every
+backend call is a round trip at ~2 MB/s, so reads are page-granular, cached, and counted.
+"""
+
+import struct
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+from pytriage.errors import MemoryReadError, UnsupportedDumpError
+from pytriage.target.model import Module, ReadStats
+
+PAGE = 0x1000
+_PARTIAL = b""   # cache marker: this page cannot be read whole, read the exact range instead
+
+
+class Target:
+    """Read-only view of a crashed (or live) Windows kernel."""
+
+    machine = "AMD64"
+    pointer_size = 8
+
+    def __init__(self, cache_pages: int = 2048) -> None:
+        self.stats = ReadStats()
+        self._cache: "OrderedDict[int, bytes]" = OrderedDict()
+        self._cache_pages = cache_pages
+        self._module_bases: Optional[List[Tuple[int, int, Module]]] = None
+
+    # -- what a backend provides ----------------------------------------------------------------------
+    def _read_backend(self, va: int, size: int) -> bytes:
+        """Read exactly ``size`` bytes or raise ``MemoryReadError`` (no caching here)."""
+        raise NotImplementedError
+
+    def modules(self) -> List[Module]:
+        raise NotImplementedError
+
+    def bugcheck(self) -> Tuple[int, Tuple[int, int, int, int]]:
+        raise NotImplementedError
+
+    def context_record(self) -> Dict[str, int]:
+        """Registers of the crash context (the dump's saved CONTEXT, or the current thread live)."""
+        raise NotImplementedError
+
+    def registers(self) -> Dict[str, int]:
+        return self.context_record()
+
+    def read_physical(self, pa: int, size: int) -> bytes:
+        raise UnsupportedDumpError("this target cannot read physical memory")
+
+    # -- reads, through the cache -----------------------------------------------------------------------
+    def _page(self, page_va: int) -> bytes:
+        cached = self._cache.get(page_va)
+        if cached is not None:
+            self._cache.move_to_end(page_va)
+            self.stats.cache_hits += 1
+            return cached
+        self.stats.read_calls += 1
+        try:
+            data = self._read_backend(page_va, PAGE)
+        except MemoryReadError:
+            self.stats.failed_reads += 1
+            data = _PARTIAL
+        else:
+            self.stats.bytes_read += len(data)
+        self._cache[page_va] = data
+        if len(self._cache) > self._cache_pages:
+            self._cache.popitem(last=False)
+        return data
+
+    def _read_exact(self, va: int, size: int) -> bytes:
+        self.stats.read_calls += 1
+        try:
+            data = self._read_backend(va, size)
+        except MemoryReadError:
+            self.stats.failed_reads += 1
+            raise
+        self.stats.bytes_read += len(data)
+        return data
+
+    def read(self, va: int, size: int) -> bytes:
+        """``size`` bytes at virtual address ``va``; ``MemoryReadError`` names the first bad byte."""
+        if size < 0:
+            raise ValueError("negative read size")
+        va &= 0xFFFFFFFFFFFFFFFF
+        out = bytearray()
+        while size > 0:
+            page_va = va & ~(PAGE - 1)
+            offset = va - page_va
+            chunk = min(size, PAGE - offset)
+            page = self._page(page_va)
+            if page is _PARTIAL or len(page) < PAGE:
+                out += self._read_exact(va, chunk)      # partly saved page (triage blocks)
+            else:
+                out += page[offset:offset + chunk]
+            va = (va + chunk) & 0xFFFFFFFFFFFFFFFF
+            size -= chunk
+        return bytes(out)
+
+    def is_valid(self, va: int, size: int = 1) -> bool:
+        try:
+            self.read(va, size)
+        except MemoryReadError:
+            return False
+        return True
+
+    def read_u8(self, va: int) -> int:
+        return self.read(va, 1)[0]
+
+    def read_u16(self, va: int) -> int:
+        return struct.unpack("<H", self.read(va, 2))[0]
+
+    def read_u32(self, va: int) -> int:
+        return struct.unpack("<I", self.read(va, 4))[0]
+
+    def read_u64(self, va: int) -> int:
+        return struct.unpack("<Q", self.read(va, 8))[0]
+
+    def read_pointer(self, va: int) -> int:
+        return self.read_u64(va) if self.pointer_size == 8 else self.read_u32(va)
+
+    # -- modules ------------------------------------------------------------------------------------------
+    def module_at(self, va: int) -> Optional[Module]:
+        if self._module_bases is None:
+            self._module_bases = sorted((m.base, m.end, m) for m in self.modules())
+        for base, end, module in self._module_bases:
+            if base <= va < end:
+                return module
+        return None
+
+    def module_by_name(self, name: str) -> Optional[Module]:
+        wanted = name.lower()
+        for module in self.modules():
+            if wanted in (module.debugger_name.lower(), module.name.lower()):
+                return module
+        return None

@@ -1,0 +1,43 @@
+"""`OfflineDumpTarget`: the Target interface over our own dump reader (no debugger, any OS)."""
+
+from typing import Dict, List, Tuple
+
+from pytriage.dump.kernel_dump import KernelDump
+from pytriage.target.base import Target
+from pytriage.target.model import Module
+
+
+class OfflineDumpTarget(Target):
+    def __init__(self, dump: KernelDump, cache_pages: int = 2048) -> None:
+        super().__init__(cache_pages)
+        self.dump = dump
+        self.machine = dump.header.machine
+        self.pointer_size = 8 if dump.header.is64 else 4
+
+    @classmethod
+    def open(cls, path: str) -> "OfflineDumpTarget":
+        return cls(KernelDump(path))
+
+    def close(self) -> None:
+        self.dump.close()
+
+    def _read_backend(self, va: int, size: int) -> bytes:
+        return self.dump.read_virtual(va, size)
+
+    def read_physical(self, pa: int, size: int) -> bytes:
+        self.stats.read_calls += 1
+        data = self.dump.read_physical(pa, size)
+        self.stats.bytes_read += len(data)
+        return data
+
+    def modules(self) -> List[Module]:
+        return self.dump.modules().modules
+
+    def module_warnings(self) -> List[str]:
+        return self.dump.modules().warnings
+
+    def bugcheck(self) -> Tuple[int, Tuple[int, int, int, int]]:
+        return self.dump.bugcheck()
+
+    def context_record(self) -> Dict[str, int]:
+        return self.dump.context_record()
