@@ -1,0 +1,264 @@
+"""Scenario spec -> synthetic 64-bit kernel dump (full or bitmap) + ISF symbol tables (DESIGN 10).
+
+The machine is built the way Windows lays it out, so that our reader, kdmp-parser and dbgeng read it
+alike: page tables rooted at DirectoryTableBase, module images (real PE files) mapped at their bases,
+nt!PsLoadedModuleList with `_KLDR_DATA_TABLE_ENTRY`s in pool memory, a KDDEBUGGER_DATA64 block,
+KUSER_SHARED_DATA, the bugcheck and the crash CONTEXT in the header.
+"""
+
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from pytriage.dump import structs as S
+from pytriage.errors import SpecError
+from pytriage.scenarios import isf
+from pytriage.scenarios.memory import PAGE, AddressSpace, PhysicalImage
+from pytriage.scenarios.pe_image import PeFunction, PeImage, PeSection, build_pe_image
+from pytriage.scenarios.spec import ModuleSpec, ScenarioSpec
+from pytriage.scenarios.writer import write_bitmap, write_full
+
+KUSER_SHARED_DATA = 0xFFFFF78000000000
+KDBG_SIZE = 0x380
+# Kernel .data layout (offsets inside the kernel's .data section).
+K_PS_LOADED_MODULE_LIST = 0x000
+K_PS_ACTIVE_PROCESS_HEAD = 0x010
+K_MM_PFN_DATABASE = 0x020
+K_KI_PROCESSOR_BLOCK = 0x040        # 8 bytes per processor, up to 64
+K_KD_DEBUGGER_DATA_BLOCK = 0x400    # KDDEBUGGER_DATA64, 0x380 bytes
+# KDDEBUGGER_DATA64 fields (offsets checked against the corpus dump's saved copy).
+KDBG_FIELDS = {"KernBase": 0x18, "PsLoadedModuleList": 0x48, "PsActiveProcessHead": 0x50,
+               "MmPfnDatabase": 0xC0, "KiProcessorBlock": 0x218}
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class BuiltModule:
+    spec: ModuleSpec
+    image: PeImage
+    ldr_entry: int                      # VA of its _KLDR_DATA_TABLE_ENTRY
+    symbols: Dict[str, int] = field(default_factory=dict)     # name -> RVA
+
+
+@dataclass
+class BuiltScenario:
+    spec: ScenarioSpec
+    dump_path: str
+    symbols_path: str                   # folder of ISF tables (windows/<pdb>/<GUID>-<age>.json)
+    dump_type: str                      # "full" or "bitmap"
+    phys: PhysicalImage
+    space: AddressSpace
+    modules: List[BuiltModule]
+    kernel_symbols: Dict[str, int]      # name -> VA
+    file_size: int
+
+    def expected(self, va: int, size: int) -> Optional[bytes]:
+        """What the builder put at ``va`` (None when a page is unmapped or left out of the dump)."""
+        out = bytearray()
+        while size > 0:
+            chunk = min(size, PAGE - (va & (PAGE - 1)))
+            pa = self.space.translate(va)
+            if pa is None or pa // PAGE in self.phys.absent or not self.phys.in_runs(pa // PAGE):
+                return None
+            if self.dump_type == "bitmap" and pa // PAGE not in self.phys.pages \
+                    and pa // PAGE not in self.phys.zero_present:
+                return None
+            out += self.phys.read(pa, chunk)
+            va += chunk
+            size -= chunk
+        return bytes(out)
+
+
+class _Pool:
+    """Bump allocator for kernel structures in the scenario's nonpaged-pool range."""
+
+    def __init__(self, space: AddressSpace, base: int) -> None:
+        self.space = space
+        self.cursor = base
+
+    def alloc(self, data: bytes, align: int = 16) -> int:
+        self.cursor = (self.cursor + align - 1) // align * align
+        va = self.cursor
+        self.space.write(va, data)
+        self.cursor += len(data)
+        return va
+
+
+def _build_image(mod: ModuleSpec) -> Tuple[PeImage, int]:
+    """The module's PE image and the RVA of its .data section."""
+    code = bytearray()
+    functions = []
+    code_rva = 0x1000
+    for f in sorted(mod.functions, key=lambda f: f.rva):
+        start = f.rva - code_rva
+        if start < len(code):
+            raise SpecError("%s: function %s at rva 0x%x overlaps the previous one" % (mod.name, f.name, f.rva))
+        code += b"\xcc" * (start - len(code)) + f.code
+        functions.append(PeFunction(f.name, f.rva, len(f.code), f.unwind, f.export))
+    if not code:
+        code = bytearray(b"\xc3")
+    data_rva = code_rva + (len(code) + PAGE - 1) // PAGE * PAGE
+    data_size = max(mod.data_size, PAGE)     # the kernel's .data holds the list heads and KDBG (< 0x800)
+    extra = [PeSection(".data", data_rva, bytes(data_size), data_size)]
+    try:
+        image = build_pe_image(mod.name, mod.base, mod.timestamp, bytes(code), functions, mod.pdb_guid,
+                               mod.pdb_age, extra_sections=extra, size_of_image=mod.size, code_rva=code_rva)
+    except ValueError as exc:
+        raise SpecError("module %s: %s" % (mod.name, exc)) from None
+    return image, data_rva
+
+
+def _unicode_string(pool: _Pool, text: str) -> bytes:
+    raw = text.encode("utf-16-le")
+    buffer = pool.alloc(raw + b"\0\0")
+    return struct.pack("<HH4xQ", len(raw), len(raw) + 2, buffer)
+
+
+def _context_bytes(regs: Dict[str, int]) -> bytes:
+    ctx = bytearray(S.CONTEXT_AMD64_SIZE)
+    values = {"context_flags": 0x10001F, "mxcsr": 0x1F80, "cs": 0x10, "ds": 0x2B, "es": 0x2B, "fs": 0x53,
+              "gs": 0x2B, "ss": 0x18, "rflags": 0x40286}
+    values.update(regs)
+    unknown = set(values) - set(S.CONTEXT_AMD64.offsets)
+    if unknown:
+        raise SpecError("context: unknown register(s) %s" % ", ".join(sorted(unknown)))
+    ctx[:] = S.CONTEXT_AMD64.pack(values)
+    struct.pack_into("<I", ctx, 0x100 + 0x18, values["mxcsr"])     # FltSave.MxCsr
+    struct.pack_into("<I", ctx, 0x100 + 0x1C, 0xFFFF)              # FltSave.MxCsr_Mask
+    struct.pack_into("<H", ctx, 0x100, 0x27F)                      # FltSave.ControlWord
+    return bytes(ctx)
+
+
+def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") -> BuiltScenario:
+    if dump_type not in ("full", "bitmap"):
+        raise SpecError("dump type must be 'full' or 'bitmap', not %r" % dump_type)
+    if not 1 <= spec.processors <= 64:
+        raise SpecError("os.processors: 1..64 supported, got %d" % spec.processors)
+    phys = PhysicalImage([(r.base_page, r.pages) for r in spec.runs])
+    space = AddressSpace(phys)
+    for lp in spec.large_pages:
+        space.map_large(lp.va, lp.pa, lp.size)
+
+    # Module images, mapped page by page at their bases.
+    built: List[BuiltModule] = []
+    data_rvas = []
+    for mod in [spec.kernel] + spec.modules:
+        image, data_rva = _build_image(mod)
+        for offset in range(0, image.size_of_image, PAGE):
+            space.map_page(mod.base + offset, phys.alloc() * PAGE, executable=True)
+            phys.write(space.translate(mod.base + offset), image.data[offset:offset + PAGE])  # type: ignore[arg-type]
+        symbols = {f.name: f.rva for f in mod.functions}
+        symbols.update(mod.data_symbols)
+        built.append(BuiltModule(mod, image, 0, symbols))
+        data_rvas.append(data_rva)
+
+    kernel = built[0]
+    kdata = spec.kernel.base + data_rvas[0]
+    ksyms = {"PsLoadedModuleList": kdata + K_PS_LOADED_MODULE_LIST,
+             "PsActiveProcessHead": kdata + K_PS_ACTIVE_PROCESS_HEAD,
+             "MmPfnDatabase": kdata + K_MM_PFN_DATABASE,
+             "KiProcessorBlock": kdata + K_KI_PROCESSOR_BLOCK,
+             "KdDebuggerDataBlock": kdata + K_KD_DEBUGGER_DATA_BLOCK}
+    for name, va in ksyms.items():
+        kernel.symbols[name] = va - spec.kernel.base
+
+    # nt!PsLoadedModuleList -> _KLDR_DATA_TABLE_ENTRY chain in pool.
+    pool = _Pool(space, spec.pool_base)
+    head = ksyms["PsLoadedModuleList"]
+    entries = []
+    for bm in built:
+        entry = bytearray(0xA0)
+        entry_point = bm.spec.base + (bm.spec.functions[0].rva if bm.spec.functions else 0x1000)
+        struct.pack_into("<QQI", entry, 0x30, bm.spec.base, entry_point, bm.spec.size)
+        entry[0x48:0x58] = _unicode_string(pool, bm.spec.path)
+        entry[0x58:0x68] = _unicode_string(pool, bm.spec.name)
+        struct.pack_into("<IH", entry, 0x68, 0x49104000, 1)
+        struct.pack_into("<I", entry, 0x78, bm.image.checksum)
+        struct.pack_into("<I", entry, 0x9C, bm.spec.timestamp)
+        bm.ldr_entry = pool.alloc(bytes(entry))
+        entries.append(bm.ldr_entry)
+    chain = [head] + entries
+    for i, node in enumerate(chain):
+        flink = chain[(i + 1) % len(chain)]
+        blink = chain[i - 1]
+        space.write(node, struct.pack("<QQ", flink, blink))
+    active = ksyms["PsActiveProcessHead"]
+    space.write(active, struct.pack("<QQ", active, active))
+    space.write(ksyms["MmPfnDatabase"], struct.pack("<Q", spec.pfn_database))
+
+    # KDDEBUGGER_DATA64 (unencoded) and KUSER_SHARED_DATA: what debuggers look for first.
+    kdbg = bytearray(KDBG_SIZE)
+    kdbg_va = ksyms["KdDebuggerDataBlock"]
+    struct.pack_into("<QQ4sI", kdbg, 0, kdbg_va, kdbg_va, b"KDBG", KDBG_SIZE)
+    for name, offset in KDBG_FIELDS.items():
+        value = spec.kernel.base if name == "KernBase" else ksyms[name]
+        struct.pack_into("<Q", kdbg, offset, value)
+    space.write(kdbg_va, bytes(kdbg))
+    shared = bytearray(PAGE)
+    struct.pack_into("<I", shared, 0x260, spec.build)
+    struct.pack_into("<II", shared, 0x26C, 10, 0)
+    struct.pack_into("<I", shared, 0x264, 0x8664)        # NativeProcessorArchitecture-ish marker
+    space.map_page(KUSER_SHARED_DATA, phys.alloc() * PAGE, writable=False, executable=False)
+    phys.write(space.translate(KUSER_SHARED_DATA), bytes(shared))  # type: ignore[arg-type]
+
+    # Free-form memory regions from the spec.
+    for i, region in enumerate(spec.regions):
+        _place_region(space, phys, region, i)
+
+    regs = dict(spec.context)
+    regs.setdefault("rip", spec.kernel.base + (spec.kernel.functions[0].rva if spec.kernel.functions else 0x1000))
+    context = _context_bytes(regs)
+    exception = S.EXCEPTION_RECORD64.pack({"ExceptionCode": 0x80000003, "ExceptionFlags": 1,
+                                           "ExceptionAddress": regs["rip"],
+                                           "ExceptionInformation": (0,) * 15})
+    fields = {
+        "MajorVersion": spec.major_version, "MinorVersion": spec.build, "DirectoryTableBase": space.pml4,
+        "PfnDataBase": spec.pfn_database, "PsLoadedModuleList": head, "PsActiveProcessHead": active,
+        "MachineImageType": 0x8664, "NumberProcessors": spec.processors, "BugCheckCode": spec.bugcheck_code,
+        "BugCheckParameter1": spec.bugcheck_parameters[0], "BugCheckParameter2": spec.bugcheck_parameters[1],
+        "BugCheckParameter3": spec.bugcheck_parameters[2], "BugCheckParameter4": spec.bugcheck_parameters[3],
+        "KdDebuggerDataBlock": kdbg_va, "SystemTime": spec.system_time, "SystemUpTime": spec.uptime_100ns,
+        "MiniDumpFields": 0, "SecondaryDataState": 0, "ProductType": spec.product_type,
+        "SuiteMask": spec.suite_mask, "WriterStatus": 0, "KdSecondaryVersion": 0,
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    stem = _SAFE_NAME.sub("_", spec.name).strip("._") or "scenario"
+    dump_path = os.path.join(out_dir, "%s-%s.dmp" % (stem, dump_type))
+    if dump_type == "full":
+        size = write_full(dump_path, fields, phys, context, exception)
+    else:
+        size = write_bitmap(dump_path, fields, phys, context, exception)
+
+    symbols_path = os.path.join(out_dir, "%s.symbols" % stem)
+    tables = []
+    for index, bm in enumerate(built):
+        types = isf.kernel_types() if index == 0 else {}
+        doc = isf.isf_document(bm.image.pdb_name, bm.image.pdb_guid, bm.image.pdb_age, bm.symbols, types)
+        tables.append((bm.image.pdb_name, bm.image.pdb_guid, bm.image.pdb_age, doc))
+    isf.write_isf_tree(symbols_path, tables)
+    return BuiltScenario(spec, dump_path, symbols_path, dump_type, phys, space, built, ksyms, size)
+
+
+def _place_region(space: AddressSpace, phys: PhysicalImage, region, index: int) -> None:
+    if region.pa is None:
+        space.write(region.va, region.data)
+        pages = range(region.va & ~(PAGE - 1), region.va + max(len(region.data), 1), PAGE)
+    else:
+        offset_in_page = region.va & (PAGE - 1)
+        pages = range(region.va & ~(PAGE - 1), region.va + max(len(region.data), 1), PAGE)
+        for n, page_va in enumerate(pages):
+            pa = region.pa + n * PAGE
+            existing = space.translate(page_va)
+            if existing is None:
+                phys.claim(pa // PAGE)
+                space.map_page(page_va, pa, executable=False)
+            elif existing != pa:
+                raise SpecError("memory[%d]: va 0x%x is already mapped elsewhere" % (index, page_va))
+        phys.write(region.pa + offset_in_page, region.data)
+    if not region.present:
+        for page_va in pages:
+            pa = space.translate(page_va)
+            if pa is not None:
+                phys.mark_absent(pa // PAGE)

@@ -1,0 +1,274 @@
+"""The scenario spec: JSON in, validated dataclasses out (format documented in docs/scenarios.md).
+
+Numbers may be JSON integers or strings ("0x1000", "4096", sizes like "2M"/"1G"); byte contents are hex
+strings (spaces allowed) or fills. Every error names the JSON path of the bad value, so a person writing
+a spec by hand sees at once what to fix.
+"""
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from pytriage.errors import SpecError
+
+PAGE = 0x1000
+_SIZE_RE = re.compile(r"^(\d+)\s*([KMG])$", re.IGNORECASE)
+_SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+KERNEL_MIN, KERNEL_MAX = 0xFFFF800000000000, 0xFFFFFFFFFFFFFFFF
+
+
+def parse_int(value: Any, path: str) -> int:
+    if isinstance(value, bool):
+        raise SpecError("%s: expected a number, got %r" % (path, value))
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip().replace("`", "")
+        m = _SIZE_RE.match(text)
+        if m:
+            return int(m.group(1)) * _SIZE_UNITS[m.group(2).upper()]
+        try:
+            return int(text, 0)
+        except ValueError:
+            pass
+    raise SpecError("%s: expected a number (int, \"0x..\" or a size like \"2M\"), got %r" % (path, value))
+
+
+def parse_hex_bytes(value: Any, path: str) -> bytes:
+    if not isinstance(value, str):
+        raise SpecError("%s: expected a hex string" % path)
+    text = re.sub(r"\s+", "", value)
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise SpecError("%s: not valid hex bytes" % path) from None
+
+
+def parse_data(obj: Dict[str, Any], path: str, default_size: int = 0) -> bytes:
+    """Bytes of a region from "hex", "ascii", "utf16" or "fill"+"size" (a repeated hex pattern)."""
+    if "hex" in obj:
+        return parse_hex_bytes(obj["hex"], path + ".hex")
+    if "ascii" in obj:
+        return str(obj["ascii"]).encode("latin-1", "replace")
+    if "utf16" in obj:
+        return str(obj["utf16"]).encode("utf-16-le")
+    size = parse_int(obj.get("size", default_size), path + ".size")
+    if size < 0 or size > (1 << 34):
+        raise SpecError("%s.size: %d is out of range" % (path, size))
+    pattern = parse_hex_bytes(obj.get("fill", "00"), path + ".fill") or b"\x00"
+    return (pattern * (size // len(pattern) + 1))[:size]
+
+
+def _obj(value: Any, path: str) -> Dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SpecError("%s: expected an object" % path)
+    return value
+
+
+def _list(value: Any, path: str) -> List[Any]:
+    if not isinstance(value, list):
+        raise SpecError("%s: expected a list" % path)
+    return value
+
+
+def _aligned(value: int, align: int, path: str) -> int:
+    if value % align:
+        raise SpecError("%s: 0x%x is not aligned to 0x%x" % (path, value, align))
+    return value
+
+
+def _kernel_va(value: int, path: str) -> int:
+    if not KERNEL_MIN <= value <= KERNEL_MAX:
+        raise SpecError("%s: 0x%x is not a canonical kernel address" % (path, value))
+    return value
+
+
+@dataclass
+class RunSpec:
+    base_page: int
+    pages: int
+
+
+@dataclass
+class FunctionSpec:
+    name: str
+    rva: int
+    code: bytes
+    unwind: Optional[bytes] = None
+    export: bool = True
+
+
+@dataclass
+class ModuleSpec:
+    name: str
+    base: int
+    size: int
+    timestamp: int
+    path: str
+    pdb_guid: str
+    pdb_age: int
+    functions: List[FunctionSpec] = field(default_factory=list)
+    data_symbols: Dict[str, int] = field(default_factory=dict)   # name -> rva in .data
+    data_size: int = PAGE
+
+
+@dataclass
+class RegionSpec:
+    va: int
+    data: bytes
+    pa: Optional[int] = None       # place at this physical address instead of allocating
+    present: bool = True           # False: mapped in the page tables but the page is left out of the dump
+
+
+@dataclass
+class LargePageSpec:
+    va: int
+    pa: int
+    size: int                      # 2 MB or 1 GB
+
+
+@dataclass
+class ScenarioSpec:
+    name: str
+    summary: str
+    build: int
+    major_version: int
+    processors: int
+    product_type: int
+    suite_mask: int
+    system_time: int
+    uptime_100ns: int
+    bugcheck_code: int
+    bugcheck_parameters: List[int]
+    runs: List[RunSpec]
+    kernel: ModuleSpec
+    modules: List[ModuleSpec]
+    regions: List[RegionSpec]
+    large_pages: List[LargePageSpec]
+    context: Dict[str, int]
+    pool_base: int
+    pfn_database: int
+    raw: Dict[str, Any] = field(default_factory=dict)
+
+
+_GUID_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
+
+
+def _module(obj: Dict[str, Any], path: str, default_guid_seed: int) -> ModuleSpec:
+    name = obj.get("name")
+    if not isinstance(name, str) or not name or "\\" in name or "/" in name:
+        raise SpecError("%s.name: expected an image file name like \"tcpip.sys\"" % path)
+    base = _aligned(_kernel_va(parse_int(obj.get("base"), path + ".base"), path + ".base"), PAGE, path + ".base")
+    size = _aligned(parse_int(obj.get("size", "0x10000"), path + ".size"), PAGE, path + ".size")
+    if not PAGE * 3 <= size <= (64 << 20):
+        raise SpecError("%s.size: 0x%x is outside 0x3000..64 MB" % (path, size))
+    guid = str(obj.get("pdb_guid", "%032X" % (0x5059545249414745 * (default_guid_seed + 1) & ((1 << 128) - 1))))
+    if not _GUID_RE.match(guid):
+        raise SpecError("%s.pdb_guid: expected 32 hex digits" % path)
+    functions = []
+    for i, f in enumerate(_list(obj.get("functions", []), path + ".functions")):
+        fpath = "%s.functions[%d]" % (path, i)
+        f = _obj(f, fpath)
+        fname = f.get("name")
+        if not isinstance(fname, str) or not fname:
+            raise SpecError("%s.name: expected a symbol name" % fpath)
+        code = parse_data(f, fpath) if any(k in f for k in ("hex", "fill", "size")) else b"\xc3"
+        unwind = parse_hex_bytes(f["unwind"], fpath + ".unwind") if "unwind" in f else None
+        functions.append(FunctionSpec(fname, parse_int(f.get("rva"), fpath + ".rva"), code, unwind,
+                                      bool(f.get("export", True))))
+    data_symbols = {}
+    for sname, rva in _obj(obj.get("data_symbols", {}), path + ".data_symbols").items():
+        data_symbols[sname] = parse_int(rva, "%s.data_symbols.%s" % (path, sname))
+    return ModuleSpec(
+        name=name, base=base, size=size,
+        timestamp=parse_int(obj.get("timestamp", 0x5F000000 + default_guid_seed), path + ".timestamp") & 0xFFFFFFFF,
+        path=str(obj.get("path", "\\SystemRoot\\System32\\drivers\\" + name)),
+        pdb_guid=guid.upper(), pdb_age=parse_int(obj.get("pdb_age", 1), path + ".pdb_age"),
+        functions=functions, data_symbols=data_symbols,
+        data_size=_aligned(parse_int(obj.get("data_size", PAGE), path + ".data_size"), PAGE, path + ".data_size"))
+
+
+def parse_spec(doc: Any, source: str = "spec") -> ScenarioSpec:
+    """Validate a decoded JSON document and return the typed spec."""
+    doc = _obj(doc, source)
+    os_ = _obj(doc.get("os", {}), "os")
+    bug = _obj(doc.get("bugcheck", {}), "bugcheck")
+    params = [parse_int(p, "bugcheck.parameters[%d]" % i) for i, p in enumerate(_list(bug.get("parameters", [0] * 4),
+                                                                                        "bugcheck.parameters"))]
+    if len(params) != 4:
+        raise SpecError("bugcheck.parameters: expected 4 values, got %d" % len(params))
+    runs = []
+    for i, r in enumerate(_list(_obj(doc.get("physical_memory", {}), "physical_memory").get("runs", []),
+                                "physical_memory.runs")):
+        rpath = "physical_memory.runs[%d]" % i
+        r = _obj(r, rpath)
+        base = _aligned(parse_int(r.get("base"), rpath + ".base"), PAGE, rpath + ".base")
+        size = _aligned(parse_int(r.get("size"), rpath + ".size"), PAGE, rpath + ".size")
+        if size <= 0:
+            raise SpecError("%s.size: must be positive" % rpath)
+        runs.append(RunSpec(base // PAGE, size // PAGE))
+    if not runs:
+        raise SpecError("physical_memory.runs: at least one run is needed")
+    if len(runs) > 43:
+        raise SpecError("physical_memory.runs: at most 43 runs fit in DUMP_HEADER64")
+    ordered = sorted(runs, key=lambda r: r.base_page)
+    for a, b in zip(ordered, ordered[1:]):
+        if a.base_page + a.pages > b.base_page:
+            raise SpecError("physical_memory.runs: runs overlap at PFN 0x%x" % b.base_page)
+    kernel = _module(_obj(doc.get("kernel", {"name": "ntoskrnl.exe", "base": "0xfffff80470000000"}), "kernel"),
+                     "kernel", 0)
+    if "path" not in doc.get("kernel", {}):
+        kernel.path = "\\SystemRoot\\system32\\" + kernel.name
+    modules = [_module(_obj(m, "modules[%d]" % i), "modules[%d]" % i, i + 1)
+               for i, m in enumerate(_list(doc.get("modules", []), "modules"))]
+    spans = sorted([(kernel.base, kernel.size, "kernel")] + [(m.base, m.size, m.name) for m in modules])
+    for (a, asz, an), (b, _bsz, bn) in zip(spans, spans[1:]):
+        if a + asz > b:
+            raise SpecError("modules: %s and %s overlap" % (an, bn))
+    regions = []
+    for i, reg in enumerate(_list(doc.get("memory", []), "memory")):
+        rpath = "memory[%d]" % i
+        reg = _obj(reg, rpath)
+        pa = reg.get("pa")
+        regions.append(RegionSpec(
+            va=_kernel_va(parse_int(reg.get("va"), rpath + ".va"), rpath + ".va"), data=parse_data(reg, rpath),
+            pa=None if pa is None else _aligned(parse_int(pa, rpath + ".pa"), PAGE, rpath + ".pa"),
+            present=bool(reg.get("present", True))))
+    larges = []
+    for i, lp in enumerate(_list(doc.get("large_pages", []), "large_pages")):
+        lpath = "large_pages[%d]" % i
+        lp = _obj(lp, lpath)
+        size = parse_int(lp.get("size"), lpath + ".size")
+        if size not in (1 << 21, 1 << 30):
+            raise SpecError("%s.size: large pages are 2M or 1G" % lpath)
+        larges.append(LargePageSpec(
+            va=_aligned(_kernel_va(parse_int(lp.get("va"), lpath + ".va"), lpath + ".va"), size, lpath + ".va"),
+            pa=_aligned(parse_int(lp.get("pa"), lpath + ".pa"), size, lpath + ".pa"), size=size))
+    context = {str(k).lower(): parse_int(v, "context.%s" % k) for k, v in _obj(doc.get("context", {}), "context").items()}
+    return ScenarioSpec(
+        name=str(doc.get("name", "scenario")), summary=str(doc.get("summary", "")),
+        build=parse_int(os_.get("build", 19041), "os.build"),
+        major_version=parse_int(os_.get("major_version", 15), "os.major_version"),
+        processors=parse_int(os_.get("processors", 1), "os.processors"),
+        product_type=parse_int(os_.get("product_type", 1), "os.product_type"),
+        suite_mask=parse_int(os_.get("suite_mask", 0x110), "os.suite_mask"),
+        system_time=parse_int(os_.get("system_time", "0x01d707f23dbb3399"), "os.system_time"),
+        uptime_100ns=parse_int(os_.get("uptime_100ns", 37470697), "os.uptime_100ns"),
+        bugcheck_code=parse_int(bug.get("code", 0), "bugcheck.code") & 0xFFFFFFFF,
+        bugcheck_parameters=[p & 0xFFFFFFFFFFFFFFFF for p in params],
+        runs=runs, kernel=kernel, modules=modules, regions=regions, large_pages=larges, context=context,
+        pool_base=_kernel_va(parse_int(doc.get("pool_base", "0xffffc08be0000000"), "pool_base"), "pool_base"),
+        pfn_database=parse_int(doc.get("pfn_database", "0xffffe70000000000"), "pfn_database"),
+        raw=doc)
+
+
+def load_spec(path: str) -> ScenarioSpec:
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except OSError as exc:
+        raise SpecError("cannot read scenario spec %s: %s" % (path, exc.strerror or exc)) from None
+    except ValueError as exc:
+        raise SpecError("%s is not valid JSON: %s" % (path, exc)) from None
+    return parse_spec(doc, path)

@@ -1,0 +1,35 @@
+"""Shared fixtures: paths to the read-only corpus (../shared/corpus, beside the repo) and scenario dumps."""
+
+import json
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS = os.path.join(os.path.dirname(REPO), "shared", "corpus")
+TRIAGE_DUMP = os.path.join(CORPUS, "dumps", "triage_x64.dmp")
+TRIAGE_FACTS = os.path.join(CORPUS, "reference", "triage_x64.facts.json")
+
+
+@pytest.fixture(scope="session")
+def triage_facts():
+    with open(TRIAGE_FACTS, "r", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+@pytest.fixture(scope="session")
+def triage_dump_path():
+    assert os.path.exists(TRIAGE_DUMP), "the corpus must sit at ../shared/corpus beside the repo"
+    return TRIAGE_DUMP
+
+
+@pytest.fixture(scope="session")
+def basic_full(tmp_path_factory):
+    from pytriage.scenarios import build_builtin
+    return build_builtin("basic", str(tmp_path_factory.mktemp("basic-full")), "full")
+
+
+@pytest.fixture(scope="session")
+def basic_bitmap(tmp_path_factory):
+    from pytriage.scenarios import build_builtin
+    return build_builtin("basic", str(tmp_path_factory.mktemp("basic-bitmap")), "bitmap")
