@@ -41,8 +41,11 @@ class DumpFile:
 
     def close(self) -> None:
         if self._map is not None:
-            self.view.release()
-            self._map.close()
+            try:
+                self.view.release()
+                self._map.close()
+            except BufferError:
+                pass   # a caller still holds a slice: the map is freed with it (read-only, nothing to flush)
             self._map = None
             self._fh.close()
 

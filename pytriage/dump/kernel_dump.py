@@ -5,7 +5,7 @@ reads no memory: the bitmap rank index, translations and the module list are bui
 """
 
 import struct
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from pytriage.dump import structs as S
 from pytriage.dump.context import parse_context
@@ -185,10 +185,11 @@ class KernelDump:
     # -- modules ------------------------------------------------------------------------------------
     def modules(self) -> ModuleList:
         if self._modules is None:
-            self._modules = self._load_modules()
+            self._modules = self.load_modules(self.read_virtual)
         return self._modules
 
-    def _load_modules(self) -> ModuleList:
+    def load_modules(self, read: Callable[[int, int], bytes]) -> ModuleList:
+        """List modules, reading virtual memory through ``read`` (a Target passes its cached reader)."""
         if self.triage is not None:
             result = ModuleList(source="triage dump driver list")
             for i, drv in enumerate(self.triage.drivers()):
@@ -196,7 +197,7 @@ class KernelDump:
             return result
         if self.unsupported_reason:
             return ModuleList(source="none", warnings=["module list unavailable: %s" % self.unsupported_reason])
-        return walk_loaded_modules(self.read_virtual, self.header.ps_loaded_module_list)
+        return walk_loaded_modules(read, self.header.ps_loaded_module_list)
 
 
 def open_dump(path: str) -> KernelDump:

@@ -34,13 +34,17 @@ class PhysicalMemory:
         """Number of pages stored in the file."""
         raise NotImplementedError
 
-    def read_page(self, pfn: int) -> memoryview:
+    def _page_file_offset(self, pfn: int) -> int:
         offset = self.page_offset(pfn)
         if offset is None:
             raise MemoryReadError(pfn << _PAGE_SHIFT, "page not present in the dump", physical=True)
         if offset + PAGE_SIZE > self.dump.size:
             raise DumpFormatError("page of PFN 0x%x lies past the end of the file" % pfn, offset)
-        return self.dump.view[offset:offset + PAGE_SIZE]
+        return offset
+
+    def read_page(self, pfn: int) -> bytes:
+        offset = self._page_file_offset(pfn)
+        return self.dump.view[offset:offset + PAGE_SIZE].tobytes()
 
     def read(self, pa: int, size: int) -> bytes:
         """Read ``size`` bytes at physical address ``pa``; every page touched must be present."""
@@ -49,10 +53,10 @@ class PhysicalMemory:
             in_page = pa & (PAGE_SIZE - 1)
             chunk = min(size, PAGE_SIZE - in_page)
             try:
-                page = self.read_page(pa >> _PAGE_SHIFT)
+                offset = self._page_file_offset(pa >> _PAGE_SHIFT) + in_page
             except MemoryReadError:
                 raise MemoryReadError(pa, "page not present in the dump", physical=True) from None
-            out += page[in_page:in_page + chunk]
+            out += self.dump.view[offset:offset + chunk]
             pa += chunk
             size -= chunk
         return bytes(out)
@@ -114,19 +118,20 @@ class BitmapPhysicalMemory(PhysicalMemory):
         self.bit_count = bit_count
         self.first_page_offset = first_page_offset
         self.capacity = capacity          # pages the file can hold after FirstPage
-        self._bitmap = dump.view[bitmap_offset:bitmap_offset + (bit_count + 7) // 8]
+        self._bitmap_bytes = (bit_count + 7) // 8
         self._ranks: Optional[List[int]] = None
         self._total: Optional[int] = None
 
     def _block(self, index: int) -> int:
         start = index * _BLOCK_BYTES
-        return int.from_bytes(self._bitmap[start:start + _BLOCK_BYTES], "little")
+        end = min(start + _BLOCK_BYTES, self._bitmap_bytes)
+        return int.from_bytes(self.dump.view[self.bitmap_offset + start:self.bitmap_offset + end], "little")
 
     def _build_ranks(self) -> List[int]:
         """Prefix page counts per 512-bit block; checks the bitmap against the file once."""
         ranks = []
         total = 0
-        blocks = (len(self._bitmap) + _BLOCK_BYTES - 1) // _BLOCK_BYTES
+        blocks = (self._bitmap_bytes + _BLOCK_BYTES - 1) // _BLOCK_BYTES
         for index in range(blocks):
             ranks.append(total)
             total += bin(self._block(index)).count("1")

@@ -1,10 +1,10 @@
 """`OfflineDumpTarget`: the Target interface over our own dump reader (no debugger, any OS)."""
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from pytriage.dump.kernel_dump import KernelDump
 from pytriage.target.base import Target
-from pytriage.target.model import Module
+from pytriage.target.model import Module, ModuleList
 
 
 class OfflineDumpTarget(Target):
@@ -13,6 +13,7 @@ class OfflineDumpTarget(Target):
         self.dump = dump
         self.machine = dump.header.machine
         self.pointer_size = 8 if dump.header.is64 else 4
+        self._listing: Optional[ModuleList] = None
 
     @classmethod
     def open(cls, path: str) -> "OfflineDumpTarget":
@@ -30,11 +31,14 @@ class OfflineDumpTarget(Target):
         self.stats.bytes_read += len(data)
         return data
 
-    def modules(self) -> List[Module]:
-        return self.dump.modules().modules
+    def module_list(self) -> ModuleList:
+        """Modules with their source and warnings; read through the cache so ``--stats`` counts it."""
+        if self._listing is None:
+            self._listing = self.dump.load_modules(self.read)
+        return self._listing
 
-    def module_warnings(self) -> List[str]:
-        return self.dump.modules().warnings
+    def modules(self) -> List[Module]:
+        return self.module_list().modules
 
     def bugcheck(self) -> Tuple[int, Tuple[int, int, int, int]]:
         return self.dump.bugcheck()
