@@ -34,6 +34,30 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_address(text: str) -> int:
+    """Addresses as users type them in WinDbg: hex by default, backtick separators allowed."""
+    clean = text.strip().replace("`", "")
+    try:
+        return int(clean, 16) if not clean.lower().startswith("0n") else int(clean[2:], 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not an address: %r" % text) from None
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from pytriage.commands.memory import dump_bytes
+    from pytriage.target.offline import OfflineDumpTarget
+
+    if not 0 < args.length <= 0x100000:
+        raise PytriageError("length must be between 1 and 0x100000 bytes")
+    target = OfflineDumpTarget.open(args.dump)
+    try:
+        for line in dump_bytes(target, args.address, args.length, args.physical):
+            print(line)
+    finally:
+        target.close()
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pytriage.scenarios import builtin_names, build_builtin
 
@@ -72,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
     info.add_argument("--stats", action="store_true", help="show how many bytes were read from the target")
     info.set_defaults(func=_cmd_info)
+
+    db = sub.add_parser("db", help="show memory bytes like WinDbg's db")
+    db.add_argument("dump", help="kernel dump file")
+    db.add_argument("address", type=_parse_address, help="address (hex; fffff804`7ba00000 style accepted)")
+    db.add_argument("-l", "--length", type=lambda t: _parse_address(t) if not t.isdigit() else int(t),
+                    default=0x80, help="bytes to show (default 0x80; decimal, or hex with 0x)")
+    db.add_argument("--physical", action="store_true", help="ADDRESS is a physical address (db /p)")
+    db.set_defaults(func=_cmd_db)
 
     demo = sub.add_parser("demo", help="build a built-in scenario dump in a temp dir and analyse it")
     demo.add_argument("name", nargs="?", default="basic", help="built-in scenario (see --list)")

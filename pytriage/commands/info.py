@@ -71,7 +71,7 @@ def gather_info(target: OfflineDumpTarget, path: str) -> DumpInfo:
         info.context = target.context_record()
     except PytriageError as exc:
         info.warnings.append("context record: %s" % exc)
-    listing = dump.modules()
+    listing = target.module_list()
     info.modules = listing.modules
     info.module_source = listing.source
     info.warnings.extend(listing.warnings)
