@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 
 from tabulate import tabulate
 
-from pytriage.commands.render import format_address, format_uptime, hex64
+from pytriage.commands.render import format_address, format_uptime, hex64, windows_version_line
 from pytriage.errors import PytriageError
 from pytriage.target.model import Module, ReadStats
 from pytriage.target.offline import OfflineDumpTarget
@@ -130,8 +130,7 @@ def render_info_text(info: DumpInfo, with_stats: bool = False) -> str:
     out.append("Dump file: %s (%d bytes)" % (os.path.basename(info.path), info.file_size))
     out.append("Dump type: %d (%s), %s, %d-bit" % (info.dump_type, info.dump_type_name, info.machine,
                                                    64 if info.is64 else 32))
-    out.append("Windows %d Kernel Version %d MP (%d procs) %s" % (
-        10 if info.major_version == 15 else info.major_version, info.build, info.processors, info.machine))
+    out.append(windows_version_line(info.build, info.major_version, info.processors, info.machine))
     kernel = "Kernel base = %s" % (format_address(info.kernel_base) if info.kernel_base is not None else "?")
     out.append("%s PsLoadedModuleList = %s" % (kernel, format_address(info.ps_loaded_module_list)))
     out.append("Debug session time: %s" % (info.system_time_utc or "unknown"))

@@ -5,7 +5,12 @@ from typing import Any
 
 from pytriage.errors import format_address
 
-__all__ = ["format_address", "hex64", "to_json_text", "format_uptime"]
+__all__ = ["format_address", "hex64", "to_json_text", "format_uptime", "windows_version_line"]
+
+# (first build, product) as WinDbg's vertarget names them; Windows 11 still reports "Windows 10".
+_PRODUCTS = [(10240, "Windows 10"), (9600, "Windows 8.1"), (9200, "Windows 8"), (7600, "Windows 7"),
+             (6000, "Windows Vista"), (3790, "Windows Server 2003"), (2600, "Windows XP")]
+_ARCH = {"AMD64": "x64", "ARM64": "ARM64", "I386": "x86"}
 
 
 def hex64(value: int) -> str:
@@ -25,3 +30,15 @@ def format_uptime(seconds: float) -> str:
     minutes, millis = divmod(millis, 60000)
     secs, millis = divmod(millis, 1000)
     return "%d days %d:%02d:%02d.%03d" % (days, hours, minutes, secs, millis)
+
+
+def windows_version_line(build: int, major_version: int, processors: int, machine: str) -> str:
+    """`Windows 10 Kernel Version 19041 MP (4 procs) Free x64`, as WinDbg's vertarget prints it.
+
+    The header's MajorVersion is not the Windows version: 0xF marks a free build, 0xC a checked one.
+    """
+    product = next((name for first, name in _PRODUCTS if build >= first), "Windows")
+    flavour = {0xF: "Free", 0xC: "Checked"}.get(major_version, "MajorVersion 0x%x" % major_version)
+    kind = "MP" if processors > 1 else "UP"
+    return "%s Kernel Version %d %s (%d procs) %s %s" % (product, build, kind, processors, flavour,
+                                                        _ARCH.get(machine, machine))

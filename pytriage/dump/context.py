@@ -3,6 +3,7 @@
 from typing import Dict, Union
 
 from pytriage.dump import structs as S
+from pytriage.errors import UnsupportedDumpError
 
 
 def parse_context(buf: Union[bytes, memoryview], machine: str, offset: int = 0, base: int = 0) -> Dict[str, int]:
@@ -13,7 +14,7 @@ def parse_context(buf: Union[bytes, memoryview], machine: str, offset: int = 0, 
     if machine == "ARM64":
         raw = S.CONTEXT_ARM64.parse(buf, offset, base)
         return {name: int(value) for name, value in raw.items()}  # type: ignore[arg-type]
-    raise ValueError("no CONTEXT layout for %s" % machine)
+    raise UnsupportedDumpError("no CONTEXT layout for machine type %s" % machine)
 
 
 def instruction_pointer(registers: Dict[str, int]) -> int:

@@ -11,11 +11,17 @@ from typing import List, NamedTuple, Optional
 
 from pytriage.dump import structs as S
 from pytriage.dump.filemap import DumpFile
+from pytriage.dump.secondary import SecondaryBlob, find_secondary_data
 from pytriage.errors import DumpFormatError, MemoryReadError
 
 MAX_DATA_BLOCKS = 1 << 20
 MAX_DRIVERS = 1 << 16
 MAX_NAME_CHARS = 1024
+TRIAGE_VALID_MARKER = b"TRGD"        # TRIAGE_DUMP_VALID, the dword at ValidOffset, written last
+# Offsets into the primary triage data that must lie inside SizeOfDump when they are set.
+_SECTION_OFFSETS = ("ContextOffset", "ExceptionOffset", "MmOffset", "UnloadedDriversOffset", "PrcbOffset",
+                    "ProcessOffset", "ThreadOffset", "CallStackOffset", "DriverListOffset",
+                    "StringPoolOffset", "BrokenDriverOffset", "DebuggerDataOffset", "DataBlocksOffset")
 
 
 class Region(NamedTuple):
@@ -43,22 +49,54 @@ class TriageDump:
         self.header = S.TRIAGE_DUMP64.parse(dump.view, S.TRIAGE_HEADER_OFFSET)
         h = self.header
         self.top_of_stack = int(h["TopOfStack"])  # type: ignore[arg-type]
+        self.size_of_dump = int(h["SizeOfDump"])  # type: ignore[arg-type]
+        self._check_complete()
         self._check_range("CallStackOffset", "SizeOfCallStack", 1)
         self._check_range("DriverListOffset", "DriverCount", S.DUMP_DRIVER_ENTRY64.size, MAX_DRIVERS)
         self._check_range("DataBlocksOffset", "DataBlocksCount", S.TRIAGE_DATA_BLOCK_SIZE, MAX_DATA_BLOCKS)
         self._check_range("DebuggerDataOffset", "DebuggerDataSize", 1)
+        self.secondary_data: List[SecondaryBlob] = find_secondary_data(dump, self.size_of_dump)
         self._regions: Optional[List[Region]] = None
         self._starts: List[int] = []
         self._max_size = 0
 
+    def _field_offset(self, name: str) -> int:
+        return S.TRIAGE_HEADER_OFFSET + S.TRIAGE_DUMP64.offsets[name]
+
+    def _check_complete(self) -> None:
+        """The kernel writes the TRGD marker at ValidOffset last: without it the dump is truncated or
+        was never finished, and no offset in the triage header can be trusted."""
+        if self.size_of_dump > self.dump.size:
+            raise DumpFormatError("triage dump truncated: TRIAGE_DUMP64.SizeOfDump is 0x%x but the file has 0x%x"
+                                  % (self.size_of_dump, self.dump.size), self.dump.size)
+        valid = int(self.header["ValidOffset"])  # type: ignore[arg-type]
+        if valid + 4 > self.size_of_dump or valid < S.TRIAGE_HEADER_OFFSET + S.TRIAGE_DUMP64.size:
+            raise DumpFormatError("TRIAGE_DUMP64.ValidOffset 0x%x is outside the dump (SizeOfDump 0x%x)"
+                                  % (valid, self.size_of_dump), self._field_offset("ValidOffset"))
+        marker = self.dump.read(valid, 4, "triage valid marker")
+        if marker != TRIAGE_VALID_MARKER:
+            raise DumpFormatError("triage dump incomplete: valid marker is %r, expected %r"
+                                  % (marker, TRIAGE_VALID_MARKER), valid)
+        for name in _SECTION_OFFSETS:
+            offset = int(self.header[name])  # type: ignore[arg-type]
+            if offset and offset >= self.size_of_dump:
+                raise DumpFormatError("TRIAGE_DUMP64.%s 0x%x lies outside the dump (SizeOfDump 0x%x)"
+                                      % (name, offset, self.size_of_dump), self._field_offset(name))
+
     def _check_range(self, offset_field: str, count_field: str, unit: int, limit: int = 1 << 31) -> None:
         offset = int(self.header[offset_field])  # type: ignore[arg-type]
         count = int(self.header[count_field])  # type: ignore[arg-type]
-        where = S.TRIAGE_HEADER_OFFSET + S.TRIAGE_DUMP64.offsets[count_field]
         if count > limit:
-            raise DumpFormatError("TRIAGE_DUMP64.%s is absurd (%d)" % (count_field, count), where)
+            raise DumpFormatError("TRIAGE_DUMP64.%s is absurd (%d)" % (count_field, count),
+                                  self._field_offset(count_field))
         if count and offset:
-            self.dump.check(offset, count * unit, "TRIAGE_DUMP64 %s" % offset_field.replace("Offset", ""))
+            self.check_inside(offset, count * unit, "TRIAGE_DUMP64 %s" % offset_field.replace("Offset", ""))
+
+    def check_inside(self, offset: int, size: int, what: str) -> None:
+        """Raise unless ``[offset, offset+size)`` lies inside the primary triage data (SizeOfDump)."""
+        if offset + size > self.size_of_dump:
+            raise DumpFormatError("%s (0x%x bytes) runs past the end of the triage data (SizeOfDump 0x%x)"
+                                  % (what, size, self.size_of_dump), offset)
 
     # -- saved memory -------------------------------------------------------------------------------
     def regions(self) -> List[Region]:
@@ -73,7 +111,7 @@ class TriageDump:
         page_size = int(h["DataPageSize"])  # type: ignore[arg-type]
         if page_size and h["DataPageAddress"]:
             offset = int(h["DataPageOffset"])  # type: ignore[arg-type]
-            self.dump.check(offset, page_size, "TRIAGE_DUMP64 data page")
+            self.check_inside(offset, page_size, "TRIAGE_DUMP64 data page")
             regions.append(Region(int(h["DataPageAddress"]), page_size, offset, "data page"))  # type: ignore[arg-type]
         blocks_offset = int(h["DataBlocksOffset"])  # type: ignore[arg-type]
         for i in range(int(h["DataBlocksCount"]) if blocks_offset else 0):  # type: ignore[arg-type]
@@ -82,7 +120,7 @@ class TriageDump:
             offset = self.dump.u32(entry + 8)
             size = self.dump.u32(entry + 12)
             if size:
-                self.dump.check(offset, size, "triage data block %d" % i)
+                self.check_inside(offset, size, "triage data block %d" % i)
                 regions.append(Region(va, size, offset, "data block %d" % i))
         regions.sort()
         self._regions = regions
