@@ -59,7 +59,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pytriage.scenarios import builtin_names, build_builtin
+    from pytriage.scenarios import build_builtin, builtin_names
 
     if args.list:
         for name, summary in builtin_names():

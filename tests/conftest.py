@@ -13,7 +13,7 @@ TRIAGE_FACTS = os.path.join(CORPUS, "reference", "triage_x64.facts.json")
 
 @pytest.fixture(scope="session")
 def triage_facts():
-    with open(TRIAGE_FACTS, "r", encoding="utf-8") as fh:
+    with open(TRIAGE_FACTS, encoding="utf-8") as fh:
         return json.load(fh)
 
 

@@ -4,6 +4,7 @@ The result is gathered once into ``DumpInfo`` (no printing there) and rendered a
 (`vertarget`, `.bugcheck`, `r`, `lm` shapes) or as the JSON record documented in docs/cli.md.
 """
 
+import datetime
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -11,6 +12,7 @@ from typing import Dict, List, Optional
 from tabulate import tabulate
 
 from pytriage.commands.render import format_address, format_uptime, hex64, windows_version_line
+from pytriage.dump.secondary import SecondaryBlob
 from pytriage.errors import PytriageError
 from pytriage.target.model import Module, ReadStats
 from pytriage.target.offline import OfflineDumpTarget
@@ -42,6 +44,7 @@ class DumpInfo:
     modules: List[Module] = field(default_factory=list)
     module_source: str = ""
     warnings: List[str] = field(default_factory=list)
+    secondary_data: List[SecondaryBlob] = field(default_factory=list)   # bugcheck callback blobs
     stats: Optional[ReadStats] = None
 
     @property
@@ -67,6 +70,8 @@ def gather_info(target: OfflineDumpTarget, path: str) -> DumpInfo:
         ps_active_process_head=h.ps_active_process_head, kd_debugger_data_block=h.kd_debugger_data_block,
         system_time_utc=h.system_time_utc, uptime_seconds=h.uptime_seconds, bugcheck_code=h.bugcheck_code,
         bugcheck_parameters=list(h.bugcheck_parameters), memory=memory)
+    if dump.triage is not None:
+        info.secondary_data = list(dump.triage.secondary_data)
     try:
         info.context = target.context_record()
     except PytriageError as exc:
@@ -100,11 +105,21 @@ def info_to_json(info: DumpInfo, with_stats: bool = False) -> Dict[str, object]:
         "context": None if info.context is None else {k: hex64(v) for k, v in info.context.items()},
         "module_source": info.module_source,
         "modules": [m.to_json() for m in info.modules],
+        "secondary_data": [{"tag": b.tag, "offset": "0x%x" % b.data_offset, "size": b.size}
+                           for b in info.secondary_data],
         "warnings": list(info.warnings),
     }
     if with_stats and info.stats is not None:
         record["stats"] = info.stats.to_json()
     return record
+
+
+def windbg_session_time(iso_utc: Optional[str]) -> str:
+    """`Thu Sep 21 15:52:49.284 2023 (UTC + 0:00)`: vertarget's shape, in UTC (a dump has no time zone)."""
+    if not iso_utc:
+        return "unknown"
+    when = datetime.datetime.strptime(iso_utc, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return "%s.%03d %d (UTC + 0:00)" % (when.strftime("%a %b %d %H:%M:%S"), when.microsecond // 1000, when.year)
 
 
 def _short(value: int) -> str:
@@ -131,9 +146,9 @@ def render_info_text(info: DumpInfo, with_stats: bool = False) -> str:
     out.append("Dump type: %d (%s), %s, %d-bit" % (info.dump_type, info.dump_type_name, info.machine,
                                                    64 if info.is64 else 32))
     out.append(windows_version_line(info.build, info.major_version, info.processors, info.machine))
-    kernel = "Kernel base = %s" % (format_address(info.kernel_base) if info.kernel_base is not None else "?")
-    out.append("%s PsLoadedModuleList = %s" % (kernel, format_address(info.ps_loaded_module_list)))
-    out.append("Debug session time: %s" % (info.system_time_utc or "unknown"))
+    kernel = "Kernel base = %s" % ("0x" + format_address(info.kernel_base) if info.kernel_base is not None else "?")
+    out.append("%s PsLoadedModuleList = 0x%s" % (kernel, format_address(info.ps_loaded_module_list)))
+    out.append("Debug session time: %s" % windbg_session_time(info.system_time_utc))
     out.append("System Uptime: %s" % format_uptime(info.uptime_seconds))
     out.append("DirectoryTableBase: %s  KdDebuggerDataBlock: %s" % (
         format_address(info.directory_table_base), format_address(info.kd_debugger_data_block)))
@@ -153,6 +168,10 @@ def render_info_text(info: DumpInfo, with_stats: bool = False) -> str:
     if rows:
         out.append(tabulate(rows, headers=["start", "end", "module", "timestamp", "image"],
                             tablefmt="plain", disable_numparse=True))
+    if info.secondary_data:
+        out.append("")
+        out.append("Secondary data: %d blobs from bugcheck callbacks, 0x%x bytes (tags: pytriage info --json)"
+                   % (len(info.secondary_data), sum(b.size for b in info.secondary_data)))
     for warning in info.warnings:
         out.append("WARNING: %s" % warning)
     if with_stats and info.stats is not None:

@@ -8,8 +8,8 @@ kernel dumps at all (a user-mode "MDMP" minidump) with a sentence a user underst
 import datetime
 from typing import Dict, Optional
 
-from pytriage.dump.filemap import DumpFile
 from pytriage.dump import structs as S
+from pytriage.dump.filemap import DumpFile
 from pytriage.errors import DumpFormatError
 
 _FILETIME_EPOCH = datetime.datetime(1601, 1, 1, tzinfo=datetime.timezone.utc)

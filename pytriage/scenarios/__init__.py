@@ -18,7 +18,7 @@ def builtin_names() -> List[Tuple[str, str]]:
     out = []
     for entry in sorted(os.listdir(BUILTIN_DIR)):
         if entry.endswith(".json"):
-            with open(os.path.join(BUILTIN_DIR, entry), "r", encoding="utf-8") as fh:
+            with open(os.path.join(BUILTIN_DIR, entry), encoding="utf-8") as fh:
                 out.append((entry[:-5], str(json.load(fh).get("summary", ""))))
     return out
 

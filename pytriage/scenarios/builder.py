@@ -104,7 +104,8 @@ def _build_image(mod: ModuleSpec) -> Tuple[PeImage, int]:
     extra = [PeSection(".data", data_rva, bytes(data_size), data_size)]
     try:
         image = build_pe_image(mod.name, mod.base, mod.timestamp, bytes(code), functions, mod.pdb_guid,
-                               mod.pdb_age, extra_sections=extra, size_of_image=mod.size, code_rva=code_rva)
+                               mod.pdb_age, pdb_name=mod.pdb_name or None, extra_sections=extra,
+                               size_of_image=mod.size, code_rva=code_rva)
     except ValueError as exc:
         raise SpecError("module %s: %s" % (mod.name, exc)) from None
     return image, data_rva

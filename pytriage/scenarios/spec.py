@@ -111,6 +111,7 @@ class ModuleSpec:
     functions: List[FunctionSpec] = field(default_factory=list)
     data_symbols: Dict[str, int] = field(default_factory=dict)   # name -> rva in .data
     data_size: int = PAGE
+    pdb_name: str = ""                 # CodeView PDB name; "" = <image stem>.pdb (ntkrnlmp.pdb for the kernel)
 
 
 @dataclass
@@ -153,6 +154,8 @@ class ScenarioSpec:
 
 
 _GUID_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
+_PDB_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.pdb$")
+_KERNEL_IMAGES = ("ntoskrnl.exe", "ntkrnlmp.exe", "ntkrnlpa.exe", "ntkrpamp.exe")
 
 
 def _module(obj: Dict[str, Any], path: str, default_guid_seed: int) -> ModuleSpec:
@@ -177,6 +180,9 @@ def _module(obj: Dict[str, Any], path: str, default_guid_seed: int) -> ModuleSpe
         unwind = parse_hex_bytes(f["unwind"], fpath + ".unwind") if "unwind" in f else None
         functions.append(FunctionSpec(fname, parse_int(f.get("rva"), fpath + ".rva"), code, unwind,
                                       bool(f.get("export", True))))
+    pdb_name = obj.get("pdb_name", "ntkrnlmp.pdb" if name.lower() in _KERNEL_IMAGES else "")
+    if not isinstance(pdb_name, str) or (pdb_name and not _PDB_NAME_RE.match(pdb_name)):
+        raise SpecError("%s.pdb_name: expected a file name like \"tcpip.pdb\"" % path)
     data_symbols = {}
     for sname, rva in _obj(obj.get("data_symbols", {}), path + ".data_symbols").items():
         data_symbols[sname] = parse_int(rva, "%s.data_symbols.%s" % (path, sname))
@@ -185,7 +191,7 @@ def _module(obj: Dict[str, Any], path: str, default_guid_seed: int) -> ModuleSpe
         timestamp=parse_int(obj.get("timestamp", 0x5F000000 + default_guid_seed), path + ".timestamp") & 0xFFFFFFFF,
         path=str(obj.get("path", "\\SystemRoot\\System32\\drivers\\" + name)),
         pdb_guid=guid.upper(), pdb_age=parse_int(obj.get("pdb_age", 1), path + ".pdb_age"),
-        functions=functions, data_symbols=data_symbols,
+        functions=functions, data_symbols=data_symbols, pdb_name=pdb_name,
         data_size=_aligned(parse_int(obj.get("data_size", PAGE), path + ".data_size"), PAGE, path + ".data_size"))
 
 
@@ -245,7 +251,8 @@ def parse_spec(doc: Any, source: str = "spec") -> ScenarioSpec:
         larges.append(LargePageSpec(
             va=_aligned(_kernel_va(parse_int(lp.get("va"), lpath + ".va"), lpath + ".va"), size, lpath + ".va"),
             pa=_aligned(parse_int(lp.get("pa"), lpath + ".pa"), size, lpath + ".pa"), size=size))
-    context = {str(k).lower(): parse_int(v, "context.%s" % k) for k, v in _obj(doc.get("context", {}), "context").items()}
+    context = {str(k).lower(): parse_int(v, "context.%s" % k)
+               for k, v in _obj(doc.get("context", {}), "context").items()}
     return ScenarioSpec(
         name=str(doc.get("name", "scenario")), summary=str(doc.get("summary", "")),
         build=parse_int(os_.get("build", 19041), "os.build"),
@@ -265,7 +272,7 @@ def parse_spec(doc: Any, source: str = "spec") -> ScenarioSpec:
 
 def load_spec(path: str) -> ScenarioSpec:
     try:
-        with open(path, "r", encoding="utf-8") as fh:
+        with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
     except OSError as exc:
         raise SpecError("cannot read scenario spec %s: %s" % (path, exc.strerror or exc)) from None

@@ -24,7 +24,7 @@ class Target:
 
     def __init__(self, cache_pages: int = 2048) -> None:
         self.stats = ReadStats()
-        self._cache: "OrderedDict[int, bytes]" = OrderedDict()
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_pages = cache_pages
         self._module_bases: Optional[List[Tuple[int, int, Module]]] = None
 

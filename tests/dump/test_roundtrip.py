@@ -25,7 +25,7 @@ def _sample_vas(built, count=600, seed=7):
     vas += [p + 0xFF8 for p in pages[:: max(1, len(pages) // 40)]]          # reads crossing a page end
     for region in built.spec.regions:
         vas += [region.va, region.va + max(0, len(region.data) - 8)]
-    for va, pa, size in built.space.large:
+    for va, _pa, size in built.space.large:
         vas += [va + off for off in (0, 0x10, 0x1000 - 4, size // 2 if size == 1 << 21 else 0x1ff0000)]
     return vas
 

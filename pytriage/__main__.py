@@ -1,0 +1,5 @@
+import sys
+
+from pytriage.cli import main
+
+sys.exit(main())
