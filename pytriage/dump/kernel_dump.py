@@ -165,7 +165,17 @@ class KernelDump:
         if self.triage is not None:
             return self.triage.read(va, size)
         translator = self.translator
-        assert self.physical is not None
+        physical = self.physical
+        assert physical is not None
+        if size <= S.PAGE_SIZE - (va & 0xFFF):
+            # the common case, one page: a single slice of the mapped file
+            pa = translator.translate(va)
+            offset = physical.page_offset(pa >> 12)
+            if offset is None:
+                raise MemoryReadError(va, "maps to physical 0x%x, page not present in the dump" % pa)
+            offset += pa & 0xFFF
+            self.file.check(offset, size, "page of physical 0x%x" % pa)
+            return self.file.view[offset:offset + size].tobytes()
         out = bytearray()
         while size > 0:
             chunk = min(size, S.PAGE_SIZE - (va & 0xFFF))

@@ -5,6 +5,7 @@ itself keeps a PML4 self-map entry) cannot loop. A non-present entry is reported
 kind of PTE it is (transition, prototype, paged out, zero), which is what an engineer asks next.
 """
 
+import itertools
 from typing import Dict, Tuple
 
 from pytriage.dump.physical import PhysicalMemory
@@ -54,7 +55,9 @@ class PageTranslator:
             return base | (va & mask)
         base, mask = self._walk(va)
         if len(self._cache) >= self._cache_limit:
-            self._cache.clear()
+            # drop the oldest quarter (dicts keep insertion order): random access keeps most of its hits
+            for old in list(itertools.islice(self._cache, self._cache_limit // 4)):
+                del self._cache[old]
         self._cache[page] = (base, mask)
         return base | (va & mask)
 

@@ -13,6 +13,12 @@ from pytriage.dump.filemap import DumpFile
 from pytriage.dump.structs import PAGE_SIZE
 from pytriage.errors import DumpFormatError, MemoryReadError
 
+if hasattr(int, "bit_count"):          # Python 3.10+
+    _popcount = int.bit_count  # novermin (guarded by the hasattr above)
+else:                                  # Python 3.9 (the debugger's)
+    def _popcount(value: int) -> int:
+        return bin(value).count("1")
+
 _PAGE_SHIFT = 12
 _BLOCK_BITS = 512          # bits per rank-index block
 _BLOCK_BYTES = _BLOCK_BITS // 8
@@ -134,7 +140,7 @@ class BitmapPhysicalMemory(PhysicalMemory):
         blocks = (self._bitmap_bytes + _BLOCK_BYTES - 1) // _BLOCK_BYTES
         for index in range(blocks):
             ranks.append(total)
-            total += bin(self._block(index)).count("1")
+            total += _popcount(self._block(index))
         if total > self.capacity:
             raise DumpFormatError(
                 "bitmap marks %d pages present but the file holds only %d after FirstPage"
@@ -151,7 +157,7 @@ class BitmapPhysicalMemory(PhysicalMemory):
         block = self._block(index)
         if not (block >> bit) & 1:
             return None
-        rank = ranks[index] + bin(block & ((1 << bit) - 1)).count("1")
+        rank = ranks[index] + _popcount(block & ((1 << bit) - 1))
         return self.first_page_offset + rank * PAGE_SIZE
 
     def page_count(self) -> int:

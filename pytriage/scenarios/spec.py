@@ -57,7 +57,10 @@ def parse_data(obj: Dict[str, Any], path: str, default_size: int = 0) -> bytes:
     if size < 0 or size > (1 << 34):
         raise SpecError("%s.size: %d is out of range" % (path, size))
     pattern = parse_hex_bytes(obj.get("fill", "00"), path + ".fill") or b"\x00"
-    return (pattern * (size // len(pattern) + 1))[:size]
+    if pattern == b"\x00":
+        return bytes(size)                  # one allocation; the writer stores all-zero pages as zero
+    whole, rest = divmod(size, len(pattern))
+    return pattern * whole + pattern[:rest]
 
 
 def _obj(value: Any, path: str) -> Dict[str, Any]:
