@@ -1,9 +1,9 @@
 """Physical memory, page allocation and x64 page tables for a synthetic kernel.
 
 ``PhysicalImage`` is the dump's physical memory as a sparse map of written pages plus a set of pages
-that are present but all zero (so a zero-filled 2 GB region costs no RAM; a patterned fill does). ``AddressSpace`` builds real
-4-level page tables in that memory, with 4 KB, 2 MB and 1 GB mappings, exactly as the reader (and
-kdmp-parser, and dbgeng) walk them.
+that are present but all zero (so a zero-filled 2 GB region costs no RAM; a patterned fill does).
+``AddressSpace`` builds real 4-level page tables in that memory, with 4 KB, 2 MB and 1 GB mappings,
+exactly as the reader (and kdmp-parser, and dbgeng) walk them.
 """
 
 from typing import Dict, Iterator, List, Optional, Set, Tuple
