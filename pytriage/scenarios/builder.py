@@ -14,23 +14,23 @@ from typing import Dict, List, Optional, Tuple
 
 from pytriage.dump import structs as S
 from pytriage.errors import SpecError
-from pytriage.scenarios import isf
+from pytriage.scenarios import isf, kernel_state
 from pytriage.scenarios.memory import PAGE, AddressSpace, PhysicalImage
 from pytriage.scenarios.pe_image import PeFunction, PeImage, PeSection, build_pe_image
 from pytriage.scenarios.spec import ModuleSpec, ScenarioSpec
 from pytriage.scenarios.writer import write_bitmap, write_full
 
 KUSER_SHARED_DATA = 0xFFFFF78000000000
-KDBG_SIZE = 0x380
 # Kernel .data layout (offsets inside the kernel's .data section).
 K_PS_LOADED_MODULE_LIST = 0x000
 K_PS_ACTIVE_PROCESS_HEAD = 0x010
 K_MM_PFN_DATABASE = 0x020
-K_KI_PROCESSOR_BLOCK = 0x040        # 8 bytes per processor, up to 64
+K_KI_PROCESSOR_BLOCK = 0x040        # 8 bytes per processor, up to 64 (ends at 0x240)
+K_KI_BUGCHECK_DATA = 0x240          # code + 4 parameters, 5 x 8 bytes
+K_MM_PHYSICAL_MEMORY_BLOCK = 0x270  # pointer to the PHYSICAL_MEMORY_DESCRIPTOR at K_PHYSICAL_MEMORY
+K_PHYSICAL_MEMORY = 0x800           # PHYSICAL_MEMORY_DESCRIPTOR: 16 + 16 bytes per run
 K_KD_DEBUGGER_DATA_BLOCK = 0x400    # KDDEBUGGER_DATA64, 0x380 bytes
 # KDDEBUGGER_DATA64 fields (offsets checked against the corpus dump's saved copy).
-KDBG_FIELDS = {"KernBase": 0x18, "PsLoadedModuleList": 0x48, "PsActiveProcessHead": 0x50,
-               "MmPfnDatabase": 0xC0, "KiProcessorBlock": 0x218}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -78,8 +78,12 @@ class _Pool:
         self.space = space
         self.cursor = base
 
+    def reserve(self, size: int, align: int = 16) -> int:
+        """Address the next ``alloc`` with this alignment will return (for self-referencing structures)."""
+        return (self.cursor + align - 1) // align * align
+
     def alloc(self, data: bytes, align: int = 16) -> int:
-        self.cursor = (self.cursor + align - 1) // align * align
+        self.cursor = self.reserve(len(data), align)
         va = self.cursor
         self.space.write(va, data)
         self.cursor += len(data)
@@ -162,8 +166,6 @@ def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") 
              "MmPfnDatabase": kdata + K_MM_PFN_DATABASE,
              "KiProcessorBlock": kdata + K_KI_PROCESSOR_BLOCK,
              "KdDebuggerDataBlock": kdata + K_KD_DEBUGGER_DATA_BLOCK}
-    for name, va in ksyms.items():
-        kernel.symbols[name] = va - spec.kernel.base
 
     # nt!PsLoadedModuleList -> _KLDR_DATA_TABLE_ENTRY chain in pool.
     pool = _Pool(space, spec.pool_base)
@@ -186,17 +188,48 @@ def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") 
         blink = chain[i - 1]
         space.write(node, struct.pack("<QQ", flink, blink))
     active = ksyms["PsActiveProcessHead"]
-    space.write(active, struct.pack("<QQ", active, active))
     space.write(ksyms["MmPfnDatabase"], struct.pack("<Q", spec.pfn_database))
 
-    # KDDEBUGGER_DATA64 (unencoded) and KUSER_SHARED_DATA: what debuggers look for first.
-    kdbg = bytearray(KDBG_SIZE)
+    # Kernel variables, processors and KDDEBUGGER_DATA64 (unencoded): what debuggers look for first.
+    for _name, offset, raw in kernel_state.kernel_variables(spec.build):
+        space.write(kdata + offset, raw)
+    bugcheck_data = ksyms["KiBugcheckData"] = kdata + K_KI_BUGCHECK_DATA
+    space.write(bugcheck_data, struct.pack("<5Q", spec.bugcheck_code, *spec.bugcheck_parameters))
+    descriptor = kdata + K_PHYSICAL_MEMORY
+    runs = [(r.base_page, r.pages) for r in spec.runs]
+    space.write(descriptor, struct.pack("<IxxxxQ", len(runs), sum(p for _, p in runs))
+                + b"".join(struct.pack("<QQ", b, p) for b, p in runs))
+    ksyms["MmPhysicalMemoryBlock"] = kdata + K_MM_PHYSICAL_MEMORY_BLOCK
+    space.write(ksyms["MmPhysicalMemoryBlock"], struct.pack("<Q", descriptor))
+
+    crash_regs = dict(spec.context)
+    crash_regs.setdefault("rip", spec.kernel.base + (spec.kernel.functions[0].rva if spec.kernel.functions
+                                                     else 0x1000))
+    contexts, stack_tops = [], []
+    for n in range(spec.processors):
+        stack_top = pool.reserve(0x6000, PAGE) + 0x6000
+        pool.alloc(bytes(0x6000), PAGE)                  # a mapped kernel stack per processor
+        regs = dict(crash_regs) if n == 0 else {"rip": crash_regs["rip"], "rsp": stack_top - 0x100}
+        if n == 0 and "rsp" in regs and space.translate(regs["rsp"]) is not None:
+            stack_top = (regs["rsp"] + 0x6000) & ~(PAGE - 1)
+        regs.setdefault("rsp", stack_top - 0x100)
+        contexts.append(_context_bytes(regs))
+        stack_tops.append(stack_top)
+    processors = kernel_state.build_processors(pool.alloc, pool.reserve, spec.processors, contexts,
+                                               space.pml4, stack_tops)
+    space.write(ksyms["KiProcessorBlock"], b"".join(struct.pack("<Q", p.prcb) for p in processors.processors))
+    active_links = processors.system_process + kernel_state.PROCESS_ACTIVE_LINKS
+    space.write(active, struct.pack("<QQ", active_links, active_links))
+    space.write(active_links, struct.pack("<QQ", active, active))
+
     kdbg_va = ksyms["KdDebuggerDataBlock"]
-    struct.pack_into("<QQ4sI", kdbg, 0, kdbg_va, kdbg_va, b"KDBG", KDBG_SIZE)
-    for name, offset in KDBG_FIELDS.items():
-        value = spec.kernel.base if name == "KernBase" else ksyms[name]
-        struct.pack_into("<Q", kdbg, offset, value)
-    space.write(kdbg_va, bytes(kdbg))
+    pointers = {name: ksyms[name] for name in kernel_state.KDBG_POINTERS if name in ksyms}
+    pointers["KernBase"] = spec.kernel.base
+    for name, offset, _raw in kernel_state.kernel_variables(spec.build):
+        pointers[name] = ksyms[name] = kdata + offset
+    space.write(kdbg_va, kernel_state.kdbg_block(kdbg_va, pointers))
+    for name, va in ksyms.items():
+        kernel.symbols[name] = va - spec.kernel.base
     shared = bytearray(PAGE)
     struct.pack_into("<I", shared, 0x260, spec.build)
     struct.pack_into("<II", shared, 0x26C, 10, 0)
@@ -208,9 +241,8 @@ def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") 
     for i, region in enumerate(spec.regions):
         _place_region(space, phys, region, i)
 
-    regs = dict(spec.context)
-    regs.setdefault("rip", spec.kernel.base + (spec.kernel.functions[0].rva if spec.kernel.functions else 0x1000))
-    context = _context_bytes(regs)
+    regs = crash_regs
+    context = contexts[0]
     exception = S.EXCEPTION_RECORD64.pack({"ExceptionCode": 0x80000003, "ExceptionFlags": 1,
                                            "ExceptionAddress": regs["rip"],
                                            "ExceptionInformation": (0,) * 15})

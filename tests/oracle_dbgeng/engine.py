@@ -1,0 +1,168 @@
+"""Run Microsoft's debugger engine (dbgeng.dll under wine, ../shared/tools/dbgeng-wine) and parse what
+it prints for the built-in commands we compare with: vertarget, .bugcheck, r, lm, db, dq.
+
+The parsers are strict: a line they do not recognise where they expect data raises, so a change in the
+engine's output shows up as a test failure instead of an empty comparison that passes.
+"""
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RUN_SH = os.path.join(os.path.dirname(REPO), "shared", "tools", "dbgeng-wine", "run.sh")
+
+_CMD = re.compile(r"^### DBGHOST CMD: (.*)$")
+_END = re.compile(r"^### DBGHOST END: hr=(0x[0-9a-fA-F]{8})$")
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+@dataclass
+class CommandOutput:
+    command: str
+    text: str
+    hr: int
+
+    @property
+    def lines(self) -> List[str]:
+        return [line for line in self.text.splitlines() if line.strip()]
+
+
+def run_engine(dump_path: str, commands: List[str], timeout: int = 300,
+               sympath: Optional[str] = None) -> List[CommandOutput]:
+    """Open ``dump_path`` in dbgeng and run ``commands`` in one session; their outputs, in order."""
+    env = dict(os.environ, DBGHOST_QUIET_OPEN="1", DBGHOST_TIMEOUT=str(timeout))
+    if sympath:
+        env["DBGHOST_SYMPATH"] = sympath
+    proc = subprocess.run([RUN_SH, dump_path] + commands, capture_output=True, text=True, errors="replace",
+                          env=env, timeout=timeout + 60)
+    if proc.returncode not in (0, 1):
+        raise EngineError("dbgeng could not open %s (exit %d): %s%s"
+                          % (dump_path, proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:]))
+    outputs: List[CommandOutput] = []
+    current: Optional[str] = None
+    body: List[str] = []
+    for line in proc.stdout.splitlines():
+        m = _CMD.match(line)
+        if m:
+            current, body = m.group(1), []
+            continue
+        m = _END.match(line)
+        if m and current is not None:
+            outputs.append(CommandOutput(current, "\n".join(body), int(m.group(1), 16)))
+            current = None
+            continue
+        if current is not None:
+            body.append(line)
+    if [o.command for o in outputs] != list(commands):
+        raise EngineError("dbgeng ran %s, expected %s:\n%s"
+                          % ([o.command for o in outputs], commands, proc.stdout[-3000:]))
+    return outputs
+
+
+def _hex(text: str) -> int:
+    return int(text.replace("`", ""), 16)
+
+
+def parse_vertarget(out: CommandOutput) -> Dict[str, object]:
+    facts: Dict[str, object] = {}
+    for line in out.lines:
+        if " Kernel Version " in line:
+            facts["version_line"] = line.strip()
+        m = re.match(r"^Kernel base = (0x[0-9a-f`]+) PsLoadedModuleList = (0x[0-9a-f`]+)$", line.strip())
+        if m:
+            facts["kernel_base"] = _hex(m.group(1))
+            facts["ps_loaded_module_list"] = _hex(m.group(2))
+        if line.startswith("Debug session time: "):
+            facts["session_time"] = line[len("Debug session time: "):].strip()
+        if line.startswith("System Uptime: "):
+            facts["uptime"] = line[len("System Uptime: "):].strip()
+        if line.startswith("Built by: "):
+            facts["built_by"] = line[len("Built by: "):].strip()
+    for key in ("version_line", "kernel_base", "session_time", "uptime"):
+        if key not in facts:
+            raise EngineError("vertarget output lacks %s:\n%s" % (key, out.text))
+    return facts
+
+
+def parse_bugcheck(out: CommandOutput) -> Tuple[int, List[int]]:
+    code = args = None
+    for line in out.lines:
+        m = re.match(r"^Bugcheck code ([0-9A-Fa-f]{8})$", line.strip())
+        if m:
+            code = int(m.group(1), 16)
+        if line.startswith("Arguments "):
+            args = [_hex(a) for a in line.split()[1:]]
+    if code is None or args is None or len(args) != 4:
+        raise EngineError(".bugcheck output not understood:\n%s" % out.text)
+    return code, args
+
+
+_REG = re.compile(r"\b([a-z][a-z0-9]{0,5})=([0-9a-f]+)\b")
+
+
+def parse_registers(out: CommandOutput) -> Dict[str, int]:
+    """`r` on x64: the three-per-line GPRs, segment registers and efl."""
+    regs: Dict[str, int] = {}
+    for line in out.lines:
+        if line.startswith(("iopl=",)) or ":" in line.split("=")[0]:
+            continue
+        for name, value in _REG.findall(line):
+            regs[name] = int(value, 16)
+    needed = {"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rip", "rsp", "rbp", "r8", "r15", "cs", "efl"}
+    if not needed <= set(regs):
+        raise EngineError("r output lacks %s:\n%s" % (sorted(needed - set(regs)), out.text))
+    return regs
+
+
+def parse_lm(out: CommandOutput) -> List[Tuple[int, int, str]]:
+    """(start, end, module name) for every loaded module."""
+    rows = []
+    for line in out.lines:
+        if line.startswith("start ") or line.startswith("Unloaded modules:"):
+            if line.startswith("Unloaded"):
+                break
+            continue
+        m = re.match(r"^([0-9a-f]{8}`[0-9a-f]{8}) ([0-9a-f]{8}`[0-9a-f]{8})\s+(\S+)", line)
+        if not m:
+            raise EngineError("lm line not understood: %r" % line)
+        rows.append((_hex(m.group(1)), _hex(m.group(2)), m.group(3)))
+    return rows
+
+
+def parse_db(out: CommandOutput) -> Tuple[int, bytes]:
+    """Start address and bytes of a `db` (or `db /p`) listing; ``??`` bytes end the data."""
+    start: Optional[int] = None
+    data = bytearray()
+    for line in out.lines:
+        m = re.match(r"^(?:#)?([0-9a-f]{8}`[0-9a-f]{8}|[0-9a-f]+)\s\s(.*)$", line)
+        if not m:
+            raise EngineError("db line not understood: %r" % line)
+        if start is None:
+            start = _hex(m.group(1))
+        cells = m.group(2)[:48].replace("-", " ").split()
+        for cell in cells:
+            if cell == "??":
+                return start, bytes(data)
+            data.append(int(cell, 16))
+    if start is None:
+        raise EngineError("db printed nothing:\n%s" % out.text)
+    return start, bytes(data)
+
+
+def parse_dq(out: CommandOutput) -> List[int]:
+    values: List[int] = []
+    for line in out.lines:
+        parts = line.split()
+        if not re.match(r"^[0-9a-f]{8}`[0-9a-f]{8}$", parts[0]):
+            raise EngineError("dq line not understood: %r" % line)
+        for cell in parts[1:]:
+            if "?" in cell:
+                return values
+            values.append(_hex(cell))
+    return values
