@@ -11,6 +11,14 @@ TRIAGE_DUMP = os.path.join(CORPUS, "dumps", "triage_x64.dmp")
 TRIAGE_FACTS = os.path.join(CORPUS, "reference", "triage_x64.facts.json")
 
 
+def file_offset_of_va(dump_path, va):
+    """File offset holding virtual address ``va`` of a full/bitmap dump (to patch a structure in place)."""
+    from pytriage.dump import open_dump
+    with open_dump(dump_path) as dump:
+        pa = dump.translate(va)
+        return dump.physical.page_offset(pa >> 12) + (pa & 0xFFF)
+
+
 @pytest.fixture(scope="session")
 def triage_facts():
     with open(TRIAGE_FACTS, encoding="utf-8") as fh:

@@ -164,29 +164,23 @@ class KernelDump:
             raise ValueError("negative read size")
         if self.triage is not None:
             return self.triage.read(va, size)
-        translator = self.translator
-        physical = self.physical
-        assert physical is not None
         if size <= S.PAGE_SIZE - (va & 0xFFF):
-            # the common case, one page: a single slice of the mapped file
-            pa = translator.translate(va)
-            offset = physical.page_offset(pa >> 12)
-            if offset is None:
-                raise MemoryReadError(va, "maps to physical 0x%x, page not present in the dump" % pa)
-            offset += pa & 0xFFF
-            self.file.check(offset, size, "page of physical 0x%x" % pa)
-            return self.file.view[offset:offset + size].tobytes()
+            return self._read_virtual_in_page(va, size)        # the common case
         out = bytearray()
         while size > 0:
             chunk = min(size, S.PAGE_SIZE - (va & 0xFFF))
-            pa = translator.translate(va)
-            try:
-                out += self.physical.read(pa, chunk)
-            except MemoryReadError as exc:
-                raise MemoryReadError(va, "maps to physical 0x%x, %s" % (pa, exc.reason)) from None
+            out += self._read_virtual_in_page(va, chunk)
             va += chunk
             size -= chunk
         return bytes(out)
+
+    def _read_virtual_in_page(self, va: int, size: int) -> bytes:
+        pa = self.translator.translate(va)
+        assert self.physical is not None
+        try:
+            return self.physical.read(pa, size)
+        except MemoryReadError as exc:
+            raise MemoryReadError(va, "maps to physical 0x%x, %s" % (pa, exc.reason)) from None
 
     def read_virtual_page(self, page_va: int) -> bytes:
         """One whole 4 KB page (the unit the Target's cache stores)."""

@@ -54,18 +54,22 @@ class PhysicalMemory:
 
     def read(self, pa: int, size: int) -> bytes:
         """Read ``size`` bytes at physical address ``pa``; every page touched must be present."""
+        if size <= PAGE_SIZE - (pa & (PAGE_SIZE - 1)):
+            return self._read_in_page(pa, size)         # the common case: one slice of the mapped file
         out = bytearray()
         while size > 0:
-            in_page = pa & (PAGE_SIZE - 1)
-            chunk = min(size, PAGE_SIZE - in_page)
-            try:
-                offset = self._page_file_offset(pa >> _PAGE_SHIFT) + in_page
-            except MemoryReadError:
-                raise MemoryReadError(pa, "page not present in the dump", physical=True) from None
-            out += self.dump.view[offset:offset + chunk]
+            chunk = min(size, PAGE_SIZE - (pa & (PAGE_SIZE - 1)))
+            out += self._read_in_page(pa, chunk)
             pa += chunk
             size -= chunk
         return bytes(out)
+
+    def _read_in_page(self, pa: int, size: int) -> bytes:
+        try:
+            offset = self._page_file_offset(pa >> _PAGE_SHIFT) + (pa & (PAGE_SIZE - 1))
+        except MemoryReadError:
+            raise MemoryReadError(pa, "page not present in the dump", physical=True) from None
+        return self.dump.view[offset:offset + size].tobytes()
 
     def read_u64(self, pa: int) -> int:
         """One aligned 8-byte read (page-table entries): the translation hot path."""

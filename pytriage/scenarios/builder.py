@@ -191,8 +191,9 @@ def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") 
     space.write(ksyms["MmPfnDatabase"], struct.pack("<Q", spec.pfn_database))
 
     # Kernel variables, processors and KDDEBUGGER_DATA64 (unencoded): what debuggers look for first.
-    for _name, offset, raw in kernel_state.kernel_variables(spec.build):
-        space.write(kdata + offset, raw)
+    for name, offset, raw in kernel_state.kernel_variables(spec.build):
+        ksyms[name] = kdata + offset
+        space.write(ksyms[name], raw)
     bugcheck_data = ksyms["KiBugcheckData"] = kdata + K_KI_BUGCHECK_DATA
     space.write(bugcheck_data, struct.pack("<5Q", spec.bugcheck_code, *spec.bugcheck_parameters))
     descriptor = kdata + K_PHYSICAL_MEMORY
@@ -225,8 +226,6 @@ def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") 
     kdbg_va = ksyms["KdDebuggerDataBlock"]
     pointers = {name: ksyms[name] for name in kernel_state.KDBG_POINTERS if name in ksyms}
     pointers["KernBase"] = spec.kernel.base
-    for name, offset, _raw in kernel_state.kernel_variables(spec.build):
-        pointers[name] = ksyms[name] = kdata + offset
     space.write(kdbg_va, kernel_state.kdbg_block(kdbg_va, pointers))
     for name, va in ksyms.items():
         kernel.symbols[name] = va - spec.kernel.base

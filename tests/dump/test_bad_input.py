@@ -14,6 +14,7 @@ import pytest
 from pytriage import cli
 from pytriage.dump import open_dump
 from pytriage.dump import structs as S
+from tests.conftest import file_offset_of_va
 
 
 def run_cli(capsys, *argv):
@@ -257,12 +258,6 @@ def test_bitmap_marking_more_pages_than_the_file_holds(tmp_path, capsys, basic_b
 
 # --- page tables and lists that loop ---------------------------------------------------------------------
 
-def _file_offset_of_va(path, va):
-    with open_dump(path) as dump:
-        pa = dump.translate(va)
-        return dump.physical.page_offset(pa >> 12) + (pa & 0xFFF)
-
-
 def test_page_table_self_reference_terminates(tmp_path, capsys, basic_bitmap):
     """Every kernel-half PML4 entry points back at the PML4: walks stay 4 steps, nothing hangs."""
     path = copy_to(tmp_path, basic_bitmap.dump_path, "loop.dmp")
@@ -291,7 +286,7 @@ def test_module_list_cycle_is_a_warning(tmp_path, capsys, basic_bitmap):
         second = struct.unpack("<Q", dump.read_virtual(first, 8))[0]
         third = struct.unpack("<Q", dump.read_virtual(second, 8))[0]
     assert len(modules) == 6
-    patch(path, _file_offset_of_va(path, third), struct.pack("<Q", second))   # third.Flink -> second
+    patch(path, file_offset_of_va(path, third), struct.pack("<Q", second))   # third.Flink -> second
     code, out, err = run_cli(capsys, "info", path)
     assert code == 0, err
     assert "Modules: 3" in out
@@ -304,7 +299,7 @@ def test_module_list_garbage_pointer_gives_partial_list(tmp_path, capsys, basic_
         head = dump.header.ps_loaded_module_list
         first = struct.unpack("<Q", dump.read_virtual(head, 8))[0]
         second = struct.unpack("<Q", dump.read_virtual(first, 8))[0]
-    patch(path, _file_offset_of_va(path, second), struct.pack("<Q", 0x4141414141414141))
+    patch(path, file_offset_of_va(path, second), struct.pack("<Q", 0x4141414141414141))
     code, out, err = run_cli(capsys, "--debug", "info", "--json", path)
     assert code == 0, err
     import json

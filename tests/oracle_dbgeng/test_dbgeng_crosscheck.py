@@ -11,9 +11,9 @@ import struct
 import pytest
 
 from pytriage.commands.info import gather_info
-from pytriage.dump import open_dump
 from pytriage.scenarios import build_builtin, builtin_names
 from pytriage.target.offline import OfflineDumpTarget
+from tests.conftest import file_offset_of_va
 from tests.oracle_dbgeng import crosscheck as X
 from tests.oracle_dbgeng import engine as E
 
@@ -79,9 +79,7 @@ def test_crosscheck_reports_a_corrupted_size_of_image(dbgeng_available, tmp_path
     victim = built.modules[-1]
     corrupted = str(tmp_path / "corrupted.dmp")
     shutil.copyfile(built.dump_path, corrupted)
-    with open_dump(corrupted) as dump:
-        pa = dump.translate(victim.ldr_entry + 0x40)              # _KLDR_DATA_TABLE_ENTRY.SizeOfImage
-        offset = dump.physical.page_offset(pa >> 12) + (pa & 0xFFF)
+    offset = file_offset_of_va(corrupted, victim.ldr_entry + 0x40)    # _KLDR_DATA_TABLE_ENTRY.SizeOfImage
     with open(corrupted, "r+b") as fh:
         fh.seek(offset)
         fh.write(struct.pack("<I", victim.spec.size + 0x1000))
