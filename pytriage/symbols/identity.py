@@ -1,0 +1,107 @@
+"""Which PDB an image wants: the CodeView RSDS record (PDB name, GUID, age) from its debug directory.
+
+Two places to find it. In the dump: the image headers and the debug directory are in memory at the
+module base (full and kernel dumps usually; triage dumps usually not). In the symbol store: the image
+file fetched by TimeDateStamp/SizeOfImage. pefile parses the headers in both cases; for the in-memory
+image we read the debug directory and the record ourselves at base + RVA, because pefile maps RVAs
+through file offsets (PointerToRawData), which is wrong for a mapped image.
+"""
+
+import struct
+from dataclasses import dataclass
+from typing import Optional
+
+import pefile
+
+from pytriage.errors import MemoryReadError, SymbolError
+
+IMAGE_DEBUG_TYPE_CODEVIEW = 2
+_DEBUG_DIRECTORY = struct.Struct("<IIHHIIII")     # Characteristics .. PointerToRawData (28 bytes)
+_HEADER_BYTES = 0x1000
+_MAX_DEBUG_ENTRIES = 32
+_MAX_PDB_NAME = 260
+
+
+@dataclass(frozen=True)
+class CodeViewInfo:
+    pdb_name: str          # as the linker recorded it, maybe a full build path ("d:\\os\\...\\amdppm.pdb")
+    guid: str              # 32 upper-case hex digits, store byte order
+    age: int
+
+    @property
+    def pdb_basename(self) -> str:
+        return self.pdb_name.replace("/", "\\").rsplit("\\", 1)[-1]
+
+    @property
+    def store_key(self) -> str:
+        return "%s%X" % (self.guid, self.age)
+
+
+def guid_to_hex(raw: bytes) -> str:
+    """GUID bytes as stored in RSDS/PDB (Data1..3 little-endian) -> the symbol store's hex spelling."""
+    data1, data2, data3 = struct.unpack_from("<IHH", raw)
+    return "%08X%04X%04X%s" % (data1, data2, data3, raw[8:16].hex().upper())
+
+
+def parse_rsds(record: bytes) -> Optional[CodeViewInfo]:
+    """Decode a CV_INFO_PDB70 record; None when it is not an RSDS record."""
+    if len(record) < 24 or record[:4] != b"RSDS":
+        return None
+    age = struct.unpack_from("<I", record, 20)[0]
+    name = record[24:24 + _MAX_PDB_NAME].split(b"\0", 1)[0].decode("utf-8", "replace")
+    if not name:
+        return None
+    return CodeViewInfo(name, guid_to_hex(record[4:20]), age)
+
+
+def _debug_directory(headers: bytes, where: str):
+    try:
+        pe = pefile.PE(data=headers, fast_load=True)
+    except pefile.PEFormatError as exc:
+        raise SymbolError("%s: not a PE image: %s" % (where, exc)) from None
+    entry = pe.OPTIONAL_HEADER.DATA_DIRECTORY[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_DEBUG"]]
+    return entry.VirtualAddress, entry.Size
+
+
+def codeview_from_memory(target, base: int) -> Optional[CodeViewInfo]:
+    """The RSDS record of the image mapped at ``base``; None when the dump lacks those pages."""
+    try:
+        headers = target.read(base, _HEADER_BYTES)
+    except MemoryReadError:
+        return None
+    rva, size = _debug_directory(headers, "image at %x" % base)
+    count = min(size // _DEBUG_DIRECTORY.size, _MAX_DEBUG_ENTRIES)
+    if not rva or not count:
+        return None
+    try:
+        table = target.read(base + rva, count * _DEBUG_DIRECTORY.size)
+        for index in range(count):
+            fields = _DEBUG_DIRECTORY.unpack_from(table, index * _DEBUG_DIRECTORY.size)
+            kind, length, data_rva = fields[4], fields[5], fields[6]
+            if kind == IMAGE_DEBUG_TYPE_CODEVIEW and 24 <= length <= 24 + _MAX_PDB_NAME + 1 and data_rva:
+                info = parse_rsds(target.read(base + data_rva, length))
+                if info is not None:
+                    return info
+    except MemoryReadError:
+        return None
+    return None
+
+
+def codeview_from_file(path: str) -> Optional[CodeViewInfo]:
+    """The RSDS record of an image file (e.g. fetched from a symbol store)."""
+    try:
+        pe = pefile.PE(path, fast_load=True)
+        pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_DEBUG"]])
+    except (pefile.PEFormatError, OSError) as exc:
+        raise SymbolError("%s: not a readable PE image: %s" % (path, exc)) from None
+    try:
+        for entry in getattr(pe, "DIRECTORY_ENTRY_DEBUG", []):
+            if entry.struct.Type != IMAGE_DEBUG_TYPE_CODEVIEW:
+                continue
+            start = entry.struct.PointerToRawData
+            info = parse_rsds(pe.__data__[start:start + min(entry.struct.SizeOfData, 24 + _MAX_PDB_NAME + 1)])
+            if info is not None:
+                return info
+        return None
+    finally:
+        pe.close()
