@@ -46,6 +46,12 @@ class Target:
     def registers(self) -> Dict[str, int]:
         return self.context_record()
 
+    def kernel_anchors(self) -> Dict[str, int]:
+        """Addresses of kernel variables the target knows without symbols (the dump header's
+        ``PsLoadedModuleList``, ``PsActiveProcessHead``, ``KdDebuggerDataBlock``). The symbolizer uses them
+        to recognise the right kernel symbol table when the kernel's own headers are not in the dump."""
+        return {}
+
     def read_physical(self, pa: int, size: int) -> bytes:
         raise UnsupportedDumpError("this target cannot read physical memory")
 

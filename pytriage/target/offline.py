@@ -45,3 +45,10 @@ class OfflineDumpTarget(Target):
 
     def context_record(self) -> Dict[str, int]:
         return self.dump.context_record()
+
+    def kernel_anchors(self) -> Dict[str, int]:
+        header = self.dump.header
+        anchors = {"PsLoadedModuleList": header.ps_loaded_module_list,
+                   "PsActiveProcessHead": header.ps_active_process_head,
+                   "KdDebuggerDataBlock": header.kd_debugger_data_block}
+        return {name: va for name, va in anchors.items() if va}
