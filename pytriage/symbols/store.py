@@ -816,12 +816,15 @@ class SymbolStore:
         key_dir = self._key_dir(cache, name, key)
         dest = os.path.join(key_dir, name)
         quoted = urllib.parse.quote(name, safe="")
-        try:
-            self._download(url, "%s/%s/%s" % (quoted, key, quoted), name, dest)
-            self.stats.downloads += 1
-            return dest
-        except _NotFound:
-            pass
+        # Microsoft's server is case-insensitive; a store copied to Linux and served by a static web server
+        # is not, and such copies usually have lower-case keys (the corpus store does): ask for that too.
+        for variant in [key] + ([key.lower()] if key.lower() != key else []):
+            try:
+                self._download(url, "%s/%s/%s" % (quoted, variant, quoted), name, dest)
+                self.stats.downloads += 1
+                return dest
+            except _NotFound:
+                pass
         packed_name = compressed_name(name)
         packed = os.path.join(key_dir, packed_name)
         try:
