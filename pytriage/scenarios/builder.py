@@ -1,9 +1,14 @@
-"""Scenario spec -> synthetic 64-bit kernel dump (full or bitmap) + ISF symbol tables (DESIGN 10).
+"""Scenario spec -> synthetic 64-bit kernel dump (full or bitmap) + symbols (DESIGN 10).
 
 The machine is built the way Windows lays it out, so that our reader, kdmp-parser and dbgeng read it
 alike: page tables rooted at DirectoryTableBase, module images (real PE files) mapped at their bases,
 nt!PsLoadedModuleList with `_KLDR_DATA_TABLE_ENTRY`s in pool memory, a KDDEBUGGER_DATA64 block,
 KUSER_SHARED_DATA, the bugcheck and the crash CONTEXT in the header.
+
+Symbols are written twice, for two kinds of readers: ISF JSON tables (``<stem>.symbols``) and a symbol
+store (``<stem>.symstore``) laid out like Microsoft's, with a real PDB per module (``pdb_writer``) and
+the module's image file, so that a debugger given the store as its symbol path finds both by the keys
+it reads from the dump (CodeView GUID/age, TimeDateStamp/SizeOfImage).
 """
 
 import os
@@ -14,9 +19,9 @@ from typing import Dict, List, Optional, Tuple
 
 from pytriage.dump import structs as S
 from pytriage.errors import SpecError
-from pytriage.scenarios import isf, kernel_state
+from pytriage.scenarios import isf, kernel_state, pdb_writer
 from pytriage.scenarios.memory import PAGE, AddressSpace, PhysicalImage
-from pytriage.scenarios.pe_image import PeFunction, PeImage, PeSection, build_pe_image
+from pytriage.scenarios.pe_image import PeFunction, PeImage, PeSection, build_pe_image, guid_bytes
 from pytriage.scenarios.spec import ModuleSpec, ScenarioSpec
 from pytriage.scenarios.writer import write_bitmap, write_full
 
@@ -32,6 +37,7 @@ K_PHYSICAL_MEMORY = 0x800           # PHYSICAL_MEMORY_DESCRIPTOR: 16 + 16 bytes 
 K_KD_DEBUGGER_DATA_BLOCK = 0x400    # KDDEBUGGER_DATA64, 0x380 bytes
 # KDDEBUGGER_DATA64 fields (offsets checked against the corpus dump's saved copy).
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_STORE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
 @dataclass
@@ -53,6 +59,7 @@ class BuiltScenario:
     modules: List[BuiltModule]
     kernel_symbols: Dict[str, int]      # name -> VA
     file_size: int
+    symstore_path: str = ""             # symbol store: <pdb>/<GUID><age>/<pdb> and <image>/<%08X%x>/<image>
 
     def expected(self, va: int, size: int) -> Optional[bytes]:
         """What the builder put at ``va`` (None when a page is unmapped or left out of the dump)."""
@@ -270,7 +277,39 @@ def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") 
         doc = isf.isf_document(bm.image.pdb_name, bm.image.pdb_guid, bm.image.pdb_age, bm.symbols, types)
         tables.append((bm.image.pdb_name, bm.image.pdb_guid, bm.image.pdb_age, doc))
     isf.write_isf_tree(symbols_path, tables)
-    return BuiltScenario(spec, dump_path, symbols_path, dump_type, phys, space, built, ksyms, size)
+    symstore_path = os.path.join(out_dir, "%s.symstore" % stem)
+    write_symbol_store(symstore_path, built, [doc for _, _, _, doc in tables])
+    return BuiltScenario(spec, dump_path, symbols_path, dump_type, phys, space, built, ksyms, size, symstore_path)
+
+
+def module_pdb(bm: BuiltModule, isf_table: Optional[Dict[str, object]] = None) -> bytes:
+    """The PDB of a built module: its publics (functions flagged as code) and the ISF table's types."""
+    publics = [pdb_writer.PdbPublic(name, rva) for name, rva in bm.symbols.items()]
+    try:
+        return pdb_writer.build_pdb(guid_bytes(bm.image.pdb_guid), bm.image.pdb_age,
+                                    pdb_writer.section_headers_from_pe(bm.image.data), publics, isf_table,
+                                    signature=bm.image.timestamp, pdb_name=bm.image.pdb_name)
+    except ValueError as exc:
+        raise SpecError("module %s: cannot write its PDB: %s" % (bm.spec.name, exc)) from None
+
+
+def write_symbol_store(root: str, modules: List[BuiltModule], isf_tables: List[Dict[str, object]]) -> None:
+    """``root/<pdb>/<GUID><age>/<pdb>`` (the module's PDB) and ``root/<image>/<%08X%x>/<image>`` (its file).
+
+    The image file is the image as the builder mapped it (its images are "flat": file layout = memory
+    layout); in the dump only writable sections differ since, like the kernel's .data the builder fills
+    in afterwards. Names come from the validated spec: a module name and a PDB name are plain file names
+    (checked again here), so nothing lands outside ``root``.
+    """
+    for bm, table in zip(modules, isf_tables):
+        for name, key, data in ((bm.image.pdb_name, bm.image.pdb_store_key, module_pdb(bm, table)),
+                                (bm.spec.name, bm.image.symbol_store_key, bm.image.data)):
+            if not _STORE_NAME.fullmatch(name):
+                raise SpecError("module %s: %r cannot be a symbol store file name" % (bm.spec.name, name))
+            folder = os.path.join(root, name, key)
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, name), "wb") as fh:
+                fh.write(data)
 
 
 def _place_region(space: AddressSpace, phys: PhysicalImage, region, index: int) -> None:

@@ -35,8 +35,17 @@ def _struct(name: str) -> Dict[str, str]:
     return {"kind": "struct", "name": name}
 
 
+def _array(count: int, subtype: Dict[str, object]) -> Dict[str, object]:
+    return {"kind": "array", "count": count, "subtype": subtype}
+
+
 def kernel_types() -> Dict[str, object]:
-    """Types the scenario kernel lays out in memory (x64 Windows 10 layouts)."""
+    """Types the scenario kernel lays out in memory (x64 Windows 10 19041 layouts).
+
+    Each is the complete 19041 type, not a subset of it: ``tests/scenarios/test_kernel_state.py`` checks
+    every field against the corpus ntkrnlmp.pdb ISF, except ``_KLDR_DATA_TABLE_ENTRY``, which lists only
+    the fields the builder fills (its size and their offsets are checked the same way).
+    """
     return {
         "_LIST_ENTRY": {"kind": "struct", "size": 16, "fields": {
             "Flink": {"offset": 0, "type": _ptr(_struct("_LIST_ENTRY"))},
@@ -56,6 +65,14 @@ def kernel_types() -> Dict[str, object]:
             "LoadCount": {"offset": 0x6C, "type": _base("unsigned short")},
             "CheckSum": {"offset": 0x78, "type": _base("unsigned long")},
             "TimeDateStamp": {"offset": 0x9C, "type": _base("unsigned long")}}},
+        # nt!MmPhysicalMemoryBlock points at one (the builder's K_PHYSICAL_MEMORY in the kernel's .data).
+        "_PHYSICAL_MEMORY_RUN": {"kind": "struct", "size": 16, "fields": {
+            "BasePage": {"offset": 0, "type": _base("unsigned long long")},
+            "PageCount": {"offset": 8, "type": _base("unsigned long long")}}},
+        "_PHYSICAL_MEMORY_DESCRIPTOR": {"kind": "struct", "size": 0x20, "fields": {
+            "NumberOfRuns": {"offset": 0, "type": _base("unsigned long")},
+            "NumberOfPages": {"offset": 8, "type": _base("unsigned long long")},
+            "Run": {"offset": 0x10, "type": _array(1, _struct("_PHYSICAL_MEMORY_RUN"))}}},
     }
 
 

@@ -8,7 +8,7 @@ a spec by hand sees at once what to fix.
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from pytriage.errors import SpecError
 
@@ -158,13 +158,16 @@ class ScenarioSpec:
 
 _GUID_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
 _PDB_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.pdb$")
+# Image and PDB names become symbol-store paths (<name>/<key>/<name>): plain file names only, no "..".
+_IMAGE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_SYMBOL_NAME_RE = re.compile(r"^[\x21-\x7e]{1,1024}$")
 _KERNEL_IMAGES = ("ntoskrnl.exe", "ntkrnlmp.exe", "ntkrnlpa.exe", "ntkrpamp.exe")
 
 
 def _module(obj: Dict[str, Any], path: str, default_guid_seed: int) -> ModuleSpec:
     name = obj.get("name")
-    if not isinstance(name, str) or not name or "\\" in name or "/" in name:
-        raise SpecError("%s.name: expected an image file name like \"tcpip.sys\"" % path)
+    if not isinstance(name, str) or not _IMAGE_NAME_RE.match(name):
+        raise SpecError("%s.name: expected an image file name like \"tcpip.sys\" (letters, digits, . _ -)" % path)
     base = _aligned(_kernel_va(parse_int(obj.get("base"), path + ".base"), path + ".base"), PAGE, path + ".base")
     size = _aligned(parse_int(obj.get("size", "0x10000"), path + ".size"), PAGE, path + ".size")
     if not PAGE * 3 <= size <= (64 << 20):
@@ -177,8 +180,8 @@ def _module(obj: Dict[str, Any], path: str, default_guid_seed: int) -> ModuleSpe
         fpath = "%s.functions[%d]" % (path, i)
         f = _obj(f, fpath)
         fname = f.get("name")
-        if not isinstance(fname, str) or not fname:
-            raise SpecError("%s.name: expected a symbol name" % fpath)
+        if not isinstance(fname, str) or not _SYMBOL_NAME_RE.match(fname):
+            raise SpecError("%s.name: expected a symbol name (printable ASCII, no spaces)" % fpath)
         code = parse_data(f, fpath) if any(k in f for k in ("hex", "fill", "size")) else b"\xc3"
         unwind = parse_hex_bytes(f["unwind"], fpath + ".unwind") if "unwind" in f else None
         functions.append(FunctionSpec(fname, parse_int(f.get("rva"), fpath + ".rva"), code, unwind,
@@ -188,7 +191,12 @@ def _module(obj: Dict[str, Any], path: str, default_guid_seed: int) -> ModuleSpe
         raise SpecError("%s.pdb_name: expected a file name like \"tcpip.pdb\"" % path)
     data_symbols = {}
     for sname, rva in _obj(obj.get("data_symbols", {}), path + ".data_symbols").items():
-        data_symbols[sname] = parse_int(rva, "%s.data_symbols.%s" % (path, sname))
+        spath = "%s.data_symbols.%s" % (path, sname)
+        if not _SYMBOL_NAME_RE.match(sname):
+            raise SpecError("%s: a symbol name is printable ASCII without spaces" % spath)
+        value = data_symbols[sname] = parse_int(rva, spath)
+        if not PAGE <= value < size:        # the PDB records a public as section:offset
+            raise SpecError("%s: rva 0x%x is outside the image's sections (0x1000..0x%x)" % (spath, value, size))
     return ModuleSpec(
         name=name, base=base, size=size,
         timestamp=parse_int(obj.get("timestamp", 0x5F000000 + default_guid_seed), path + ".timestamp") & 0xFFFFFFFF,
@@ -196,6 +204,26 @@ def _module(obj: Dict[str, Any], path: str, default_guid_seed: int) -> ModuleSpe
         pdb_guid=guid.upper(), pdb_age=parse_int(obj.get("pdb_age", 1), path + ".pdb_age"),
         functions=functions, data_symbols=data_symbols, pdb_name=pdb_name,
         data_size=_aligned(parse_int(obj.get("data_size", PAGE), path + ".data_size"), PAGE, path + ".data_size"))
+
+
+def effective_pdb_name(mod: ModuleSpec) -> str:
+    """The CodeView PDB name of a module: its ``pdb_name`` or ``<image stem>.pdb``."""
+    return mod.pdb_name or (mod.name.rsplit(".", 1)[0] if "." in mod.name else mod.name) + ".pdb"
+
+
+def _check_symbol_store_keys(mods: List[ModuleSpec]) -> None:
+    """Two modules must not share a symbol-store file: one would overwrite the other's PDB or image."""
+    pdbs: Dict[Tuple[str, str, int], str] = {}
+    images: Dict[Tuple[str, int, int], str] = {}
+    for mod in mods:
+        pdb_key = (effective_pdb_name(mod).lower(), mod.pdb_guid, mod.pdb_age)
+        image_key = (mod.name.lower(), mod.timestamp, mod.size)
+        for table, key, what in ((pdbs, pdb_key, "PDB name, GUID and age"),
+                                 (images, image_key, "image name, timestamp and size")):
+            if key in table:
+                raise SpecError("modules: %s and %s have the same %s (one symbol-store entry)"
+                                % (table[key], mod.name, what))
+            table[key] = mod.name
 
 
 def parse_spec(doc: Any, source: str = "spec") -> ScenarioSpec:
@@ -231,6 +259,7 @@ def parse_spec(doc: Any, source: str = "spec") -> ScenarioSpec:
         kernel.path = "\\SystemRoot\\system32\\" + kernel.name
     modules = [_module(_obj(m, "modules[%d]" % i), "modules[%d]" % i, i + 1)
                for i, m in enumerate(_list(doc.get("modules", []), "modules"))]
+    _check_symbol_store_keys([kernel] + modules)
     spans = sorted([(kernel.base, kernel.size, "kernel")] + [(m.base, m.size, m.name) for m in modules])
     for (a, asz, an), (b, _bsz, bn) in zip(spans, spans[1:]):
         if a + asz > b:

@@ -181,11 +181,16 @@ def test_demo_list_and_unknown_name(capsys):
 def test_scenario_command_writes_dump_and_symbols(capsys, tmp_path, kind):
     code, out, err = run_cli(capsys, "scenario", "basic", "-o", str(tmp_path), "--type", kind)
     assert code == 0, err
-    dump_path, symbols_path = out.splitlines()
+    dump_path, symbols_path, symstore_path = out.splitlines()
     assert dump_path == str(tmp_path / ("basic-%s.dmp" % kind))
     assert os.path.isdir(symbols_path)
     tables = sorted(os.listdir(os.path.join(symbols_path, "windows")))
     assert tables == sorted(["contosolwf.pdb", "hal.pdb", "NETIO.pdb", "ndis.pdb", "ntkrnlmp.pdb", "tcpip.pdb"])
+    assert symstore_path == str(tmp_path / "basic.symstore")
+    assert sorted(os.listdir(symstore_path)) == sorted(tables + ["contosolwf.sys", "hal.dll", "ndis.sys",
+                                                                 "NETIO.SYS", "ntoskrnl.exe", "tcpip.sys"])
+    assert os.path.isfile(os.path.join(symstore_path, "ntkrnlmp.pdb", "5278AFF86C341677D7D7835C85B7B8441",
+                                       "ntkrnlmp.pdb"))
     with open(dump_path, "rb") as fh:
         assert fh.read(8) == b"PAGEDU64"
 

@@ -7,6 +7,8 @@ import pytest
 from tests.oracle_dbgeng import engine
 
 REPORTS = []
+# Facts shown as one line per kind with their details ("lm (6): nt, hal, ..."); others one per line.
+GROUPED = ("register", "lm ", ".cxr", "x ", "ln ", "dt ")
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +37,7 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(cc.report().splitlines()[0])
         groups = {}
         for check in cc.checks:
-            kind, _, detail = check.fact.rpartition(" ") if check.fact.startswith(("register", "lm ", ".cxr")) \
-                else (check.fact, "", "")
+            kind, _, detail = check.fact.rpartition(" ") if check.fact.startswith(GROUPED) else (check.fact, "", "")
             groups.setdefault(kind, []).append(detail)
         for kind, details in groups.items():
             shown = ", ".join(d for d in details if d)

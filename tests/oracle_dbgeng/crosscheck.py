@@ -5,12 +5,16 @@ Every comparison is recorded as a ``Check`` so the tier can print the list of fa
 their count, and a failing test shows every disagreement at once, not just the first.
 """
 
+import json
+import os
+import struct
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from pytriage.commands.info import DumpInfo, windbg_session_time
 from pytriage.commands.render import format_uptime, windows_version_line
 from pytriage.target.base import Target
+from pytriage.target.model import debugger_module_name
 from tests.oracle_dbgeng import engine as E
 
 REGISTERS = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rip", "rsp", "rbp", "r8", "r9", "r10", "r11", "r12",
@@ -149,3 +153,118 @@ def check_memory(cc: CrossCheck, outs: List[E.CommandOutput], built, target: Tar
     head = built.kernel_symbols["PsLoadedModuleList"]
     cc.add("dq PsLoadedModuleList", dbgeng=E.parse_dq(outs[i + 1]),
            pytriage=[target.read_pointer(head), target.read_pointer(head + 8)])
+
+
+# --- symbols: the scenario's symbol store (real PDBs) as the engine's symbol path ------------------
+
+_DT_BASE_TYPES = {"unsigned char": "UChar", "char": "Char", "unsigned short": "Uint2B", "short": "Int2B",
+                  "unsigned long": "Uint4B", "long": "Int4B", "unsigned int": "Uint4B", "int": "Int4B",
+                  "unsigned long long": "Uint8B", "long long": "Int8B", "wchar": "Wchar", "void": "Void"}
+
+
+def dt_type_text(desc: Dict[str, Any], types: Dict[str, Any]) -> str:
+    """What `dt -v` prints for a member of this ISF type (the kinds the scenario kernel's ISF uses)."""
+    kind = desc["kind"]
+    if kind == "base":
+        return _DT_BASE_TYPES[desc["name"]]
+    if kind == "pointer":
+        return "Ptr64 to " + dt_type_text(desc["subtype"], types)
+    if kind in ("struct", "union"):
+        udt = types[desc["name"]]
+        return "%s %s, %d elements, 0x%x bytes" % (kind, desc["name"], len(udt["fields"]), udt["size"])
+    if kind == "array":
+        return "[%d] %s" % (desc["count"], dt_type_text(desc["subtype"], types))
+    raise ValueError("no dt rendering for ISF type kind %r" % kind)
+
+
+def kernel_isf(built) -> Dict[str, Any]:
+    """The ISF table the builder wrote for the kernel (the PDB's types come from the same table)."""
+    image = built.modules[0].image
+    path = os.path.join(built.symbols_path, "windows", image.pdb_name, "%s-%d.json" % (image.pdb_guid, image.pdb_age))
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _module_name(bm, index: int) -> str:
+    return debugger_module_name(bm.spec.name, index == 0)
+
+
+def _probe_offset(code: bytes) -> int:
+    return len(code) // 2
+
+
+def symbol_commands(built) -> List[str]:
+    """`.reload` then x, ln, dt on what the builder put in the PDBs and in memory (sympath = symstore)."""
+    cmds = [".reload"]
+    for index, bm in enumerate(built.modules):
+        cmds.append("x %s!*" % _module_name(bm, index))
+    for bm in built.modules:
+        for f in bm.spec.functions:
+            cmds.append("ln %x" % (bm.spec.base + f.rva + _probe_offset(f.code)))
+    for bm in built.modules:
+        cmds.append("dt nt!_KLDR_DATA_TABLE_ENTRY %x" % bm.ldr_entry)
+    for name in kernel_isf(built)["user_types"]:
+        cmds.append("dt -v nt!%s" % name)
+    cmds.append("dt nt!_PHYSICAL_MEMORY_DESCRIPTOR poi(nt!MmPhysicalMemoryBlock)")
+    for i in range(len(built.spec.runs)):
+        cmds.append("dt nt!_PHYSICAL_MEMORY_RUN poi(nt!MmPhysicalMemoryBlock)+0x%x" % (0x10 + 0x10 * i))
+    return cmds
+
+
+def check_symbols(cc: CrossCheck, outs: List[E.CommandOutput], built, info: DumpInfo, target: Target) -> None:
+    """x / ln / dt against the builder's symbols and layouts, the spec and pytriage's reads."""
+    if outs[0].command != ".reload":
+        raise E.EngineError("symbol outputs must start with .reload, not %r" % outs[0].command)
+    i = 1
+    for index, bm in enumerate(built.modules):
+        mod = _module_name(bm, index)
+        functions = {f.name for f in bm.spec.functions}
+        ours = sorted(("%s!%s" % (mod, name), bm.spec.base + rva, "function" if name in functions else "data")
+                      for name, rva in bm.symbols.items())
+        theirs = sorted(("%s!%s" % (m, name), addr, kind) for m, addr, name, kind in E.parse_x(outs[i]))
+        cc.add("x %s" % mod, dbgeng=theirs, builder=ours)
+        i += 1
+    for index, bm in enumerate(built.modules):
+        mod = _module_name(bm, index)
+        for f in bm.spec.functions:
+            off = _probe_offset(f.code)
+            fact = "ln %s!%s%s" % (mod, f.name, "+0x%x" % off if off else "")
+            cc.add(fact, dbgeng=E.parse_ln(outs[i]), spec=(bm.spec.base + f.rva, "%s!%s" % (mod, f.name), off))
+            i += 1
+    ours_by_base = {m.base: m for m in info.modules}
+    for index, bm in enumerate(built.modules):
+        members = {name: text for _off, name, text in E.parse_dt_members(outs[i])}
+        missing = {"DllBase", "SizeOfImage", "TimeDateStamp", "BaseDllName"} - set(members)
+        if missing:
+            raise E.EngineError("dt _KLDR_DATA_TABLE_ENTRY lacks %s:\n%s" % (sorted(missing), outs[i].text))
+        engine = (E.dt_pointer(members["DllBase"]), E.dt_number(members["SizeOfImage"]),
+                  E.dt_number(members["TimeDateStamp"]), E.dt_unicode_string(members["BaseDllName"]))
+        mine = ours_by_base.get(bm.spec.base)
+        cc.add("dt _KLDR_DATA_TABLE_ENTRY %s" % _module_name(bm, index), dbgeng=engine,
+               spec=(bm.spec.base, bm.spec.size, bm.spec.timestamp, bm.spec.name),
+               pytriage=None if mine is None else (mine.base, mine.size, mine.timestamp, mine.name))
+        i += 1
+    types = kernel_isf(built)["user_types"]
+    for name, udt in types.items():
+        fields = sorted(udt["fields"].items(), key=lambda kv: (kv[1]["offset"], kv[1]["type"].get("bit_position", 0)))
+        isf_layout = (udt["kind"], name, len(fields), udt["size"],
+                      [(f["offset"], fname, dt_type_text(f["type"], types)) for fname, f in fields])
+        cc.add("dt -v %s" % name, dbgeng=E.parse_dt_layout(outs[i]), isf=isf_layout)
+        i += 1
+    runs = [(r.base_page, r.pages) for r in built.spec.runs]
+    descriptor = target.read_pointer(built.kernel_symbols["MmPhysicalMemoryBlock"])
+    members = {name: text for _off, name, text in E.parse_dt_members(outs[i])}
+    cc.add("dt _PHYSICAL_MEMORY_DESCRIPTOR poi(nt!MmPhysicalMemoryBlock)",
+           dbgeng=(E.dt_number(members["NumberOfRuns"]), E.dt_number(members["NumberOfPages"])),
+           spec=(len(runs), sum(p for _, p in runs)),
+           pytriage=(struct.unpack("<I", target.read(descriptor, 4))[0],
+                     struct.unpack("<Q", target.read(descriptor + 8, 8))[0]))
+    i += 1
+    for n, run in enumerate(runs):
+        members = {name: text for _off, name, text in E.parse_dt_members(outs[i])}
+        cc.add("dt _PHYSICAL_MEMORY_RUN %d" % n,
+               dbgeng=(E.dt_number(members["BasePage"]), E.dt_number(members["PageCount"])), spec=run,
+               pytriage=struct.unpack("<QQ", target.read(descriptor + 0x10 + 0x10 * n, 16)))
+        i += 1
+    if i != len(outs):
+        raise E.EngineError("%d symbol outputs left over" % (len(outs) - i))

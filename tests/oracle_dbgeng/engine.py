@@ -1,5 +1,6 @@
 """Run Microsoft's debugger engine (dbgeng.dll under wine, ../shared/tools/dbgeng-wine) and parse what
-it prints for the built-in commands we compare with: vertarget, .bugcheck, r, lm, db, dq.
+it prints for the built-in commands we compare with: vertarget, .bugcheck, r, lm, db, dq, and with a
+symbol path x, ln, dt and dt -v.
 
 The parsers are strict: a line they do not recognise where they expect data raises, so a change in the
 engine's output shows up as a test failure instead of an empty comparison that passes.
@@ -166,3 +167,91 @@ def parse_dq(out: CommandOutput) -> List[int]:
                 return values
             values.append(_hex(cell))
     return values
+
+
+# --- symbol commands (need the scenario's symbol store as the symbol path) ---------------------------
+
+_ADDR = r"([0-9a-f]{8}`[0-9a-f]{8})"
+_X_LINE = re.compile(r"^" + _ADDR + r" ([A-Za-z0-9_]+)!(\S+) (\(<no parameter info>\)|= <no type information>)$")
+
+
+def parse_x(out: CommandOutput) -> List[Tuple[str, int, str, str]]:
+    """`x module!*` on public symbols: (module, address, name, "function" or "data") per line."""
+    rows = []
+    for line in out.lines:
+        m = _X_LINE.match(line)
+        if not m:
+            raise EngineError("x line not understood: %r" % line)
+        kind = "function" if m.group(4).startswith("(") else "data"
+        rows.append((m.group(2), _hex(m.group(1)), m.group(3), kind))
+    return rows
+
+
+_LN_SYM = r"\(" + _ADDR + r"\)\s+([A-Za-z0-9_]+)!(\S+?)(?:\+0x([0-9a-f]+))?"
+_LN_FIRST = re.compile(r"^" + _LN_SYM + r"(?:\s+\|\s+" + _LN_SYM + r")?\s*$")
+_LN_EXACT = re.compile(r"^\s+([A-Za-z0-9_]+)!(\S+) (\(<no parameter info>\)|= <no type information>)$")
+
+
+def parse_ln(out: CommandOutput) -> Tuple[int, str, int]:
+    """`ln addr`: (symbol start, "module!name", offset of addr in it) of the nearest symbol below."""
+    lines = out.lines
+    if not lines:
+        raise EngineError("ln printed nothing")
+    m = _LN_FIRST.match(lines[0])
+    if not m:
+        raise EngineError("ln line not understood: %r" % lines[0])
+    rest = lines[1:]
+    if rest:
+        if rest[0] != "Exact matches:" or not all(_LN_EXACT.match(line) for line in rest[1:]) or len(rest) < 2:
+            raise EngineError("ln output not understood:\n%s" % out.text)
+    return _hex(m.group(1)), "%s!%s" % (m.group(2), m.group(3)), int(m.group(4) or "0", 16)
+
+
+_DT_MEMBER = re.compile(r"^   \+0x([0-9a-f]+) (\S+)\s*: (.*)$")
+_DT_HEADER = re.compile(r"^(struct|union) (\S+), (\d+) elements, 0x([0-9a-f]+) bytes$")
+
+
+def parse_dt_members(out: CommandOutput) -> List[Tuple[int, str, str]]:
+    """`dt type [addr]`: (offset, member, the text after the colon) for every line."""
+    rows = []
+    for line in out.lines:
+        m = _DT_MEMBER.match(line)
+        if not m:
+            raise EngineError("dt line not understood: %r" % line)
+        rows.append((int(m.group(1), 16), m.group(2), m.group(3).strip()))
+    if not rows:
+        raise EngineError("dt printed no members:\n%s" % out.text)
+    return rows
+
+
+def parse_dt_layout(out: CommandOutput) -> Tuple[str, str, int, int, List[Tuple[int, str, str]]]:
+    """`dt -v type`: (struct/union, name, element count, size, members as in parse_dt_members)."""
+    lines = out.lines
+    m = _DT_HEADER.match(lines[0]) if lines else None
+    if not m:
+        raise EngineError("dt -v header not understood:\n%s" % out.text)
+    members = parse_dt_members(CommandOutput(out.command, "\n".join(lines[1:]), out.hr))
+    return m.group(1), m.group(2), int(m.group(3)), int(m.group(4), 16), members
+
+
+def dt_number(text: str) -> int:
+    """An integer member value as dt prints it: 0x-prefixed hex (backticks allowed), or one decimal digit."""
+    m = re.match(r"^(?:0x([0-9a-f`]+)|([0-9]))$", text)
+    if not m:
+        raise EngineError("dt value is not a number: %r" % text)
+    return _hex(m.group(1)) if m.group(1) else int(m.group(2))
+
+
+def dt_pointer(text: str) -> int:
+    """A `Ptr64 Void` member value: ``0xfffff804`70000000 Void``."""
+    m = re.match(r"^0x([0-9a-f`]+) Void$", text)
+    if not m:
+        raise EngineError("dt pointer value not understood: %r" % text)
+    return _hex(m.group(1))
+
+
+def dt_unicode_string(text: str) -> str:
+    m = re.match(r'^_UNICODE_STRING "(.*)"$', text)
+    if not m:
+        raise EngineError("dt _UNICODE_STRING value not understood: %r" % text)
+    return m.group(1)

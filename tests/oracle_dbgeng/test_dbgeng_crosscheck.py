@@ -2,9 +2,13 @@
 
 For every built-in scenario (full and bitmap) the engine must open the dump without errors and agree,
 fact by fact, with the spec and with `pytriage info` on vertarget, .bugcheck, r, lm, db (virtual and
-physical) and dq; on the real corpus dump it must agree with pytriage and with the corpus facts.
+physical) and dq; with the scenario's symbol store as its symbol path (real PDBs written by
+pytriage.scenarios.pdb_writer) it must list every public with `x`, name every function with `ln`, and
+show the builder's structures with `dt`. On the real corpus dump it must agree with pytriage and with
+the corpus facts.
 """
 
+import os
 import shutil
 import struct
 
@@ -24,16 +28,19 @@ def _h(value):
     return int(value, 16) if isinstance(value, str) else value
 
 
-def _crosscheck(built, dump_path=None):
+def _crosscheck(built, dump_path=None, symstore=None):
+    """One engine session: header and memory commands, then `.reload` and the symbol commands."""
     dump_path = dump_path or built.dump_path
-    commands = X.header_commands() + X.memory_commands(built)
-    outs = E.run_engine(dump_path, commands)
+    memory = X.memory_commands(built)
+    commands = X.header_commands() + memory + X.symbol_commands(built)
+    outs = E.run_engine(dump_path, commands, sympath=symstore or built.symstore_path)
     target = OfflineDumpTarget.open(dump_path)
     try:
         info = gather_info(target, dump_path)
         cc = X.CrossCheck("%s (%s)" % (built.spec.name, built.dump_type))
         X.check_header(cc, outs[:4], info, built.spec)
-        X.check_memory(cc, outs[4:], built, target)
+        X.check_memory(cc, outs[4:4 + len(memory)], built, target)
+        X.check_symbols(cc, outs[4 + len(memory):], built, info, target)
     finally:
         target.close()
     return cc, outs
@@ -49,7 +56,7 @@ def test_engine_spec_and_pytriage_agree(dbgeng_available, record_crosscheck, tmp
     assert not failed, failed
     for out in outs:
         assert "could not be read" not in out.text and "Unable to" not in out.text, (out.command, out.text)
-    assert len(cc.checks) >= 45
+    assert len(cc.checks) >= 45 + 6 + 4 + 6 + 5 + 5
     assert not cc.mismatches, cc.report()
 
 
@@ -84,14 +91,50 @@ def test_crosscheck_reports_a_corrupted_size_of_image(dbgeng_available, tmp_path
         fh.seek(offset)
         fh.write(struct.pack("<I", victim.spec.size + 0x1000))
     cc, _ = _crosscheck(built, corrupted)
+    stem = victim.spec.name.rsplit(".", 1)[0]
     names = [c.fact for c in cc.mismatches]
-    assert names == ["lm %s" % victim.spec.name.rsplit(".", 1)[0]], cc.report()
+    assert names == ["lm %s" % stem, "dt _KLDR_DATA_TABLE_ENTRY %s" % stem], cc.report()
     bad = cc.mismatches[0].values
     end = victim.spec.base + victim.spec.size
-    # pytriage reports the loader entry's SizeOfImage; dbgeng takes the size from the image's own PE
-    # header in memory, which still says the truth: the tier shows the disagreement.
+    # pytriage reports the loader entry's SizeOfImage; dbgeng's lm takes the size from the image's own PE
+    # header in memory, which still says the truth: the tier shows the disagreement. dbgeng's dt reads
+    # the doctored loader entry as pytriage does, and both disagree with the spec.
     assert bad["spec"][0] == bad["dbgeng"][0] == end
     assert bad["pytriage"][0] == end + 0x1000
+    dt = cc.mismatches[1].values
+    assert dt["dbgeng"][1] == dt["pytriage"][1] == victim.spec.size + 0x1000 != dt["spec"][1]
+
+
+def _patch_once(path, old, new):
+    with open(path, "rb") as fh:
+        data = fh.read()
+    assert data.count(old) == 1, (path, old)
+    with open(path, "wb") as fh:
+        fh.write(data.replace(old, new))
+
+
+def test_crosscheck_reports_a_doctored_pdb(dbgeng_available, tmp_path):
+    """The symbol facts can fail too: a public's offset and a member's offset are changed in the PDBs."""
+    built = build_builtin("basic", str(tmp_path / "built"), "bitmap")
+    store = str(tmp_path / "doctored.symstore")
+    shutil.copytree(built.symstore_path, store)
+    driver = built.modules[-1]                    # contosolwf: FilterReceiveNetBufferLists at .text+0x20
+    pdb = os.path.join(store, driver.image.pdb_name, driver.image.pdb_store_key, driver.image.pdb_name)
+    name = b"FilterReceiveNetBufferLists\0"
+    _patch_once(pdb, struct.pack("<IIH", 2, 0x20, 1) + name, struct.pack("<IIH", 2, 0x24, 1) + name)
+    kernel = built.modules[0].image               # nt: _LIST_ENTRY.Blink at 8 -> 0x10
+    pdb = os.path.join(store, kernel.pdb_name, kernel.pdb_store_key, kernel.pdb_name)
+    _patch_once(pdb, b"\x08\x00Blink\x00", b"\x10\x00Blink\x00")
+    cc, _ = _crosscheck(built, symstore=store)
+    probe = len(driver.spec.functions[1].code) // 2
+    assert [c.fact for c in cc.mismatches] == [
+        "x contosolwf", "ln contosolwf!FilterReceiveNetBufferLists+0x%x" % probe, "dt -v _LIST_ENTRY"], cc.report()
+    x = cc.mismatches[0].values
+    assert ("contosolwf!FilterReceiveNetBufferLists", driver.spec.base + 0x1024, "function") in x["dbgeng"]
+    ln = cc.mismatches[1].values
+    assert ln["dbgeng"] == (driver.spec.base + 0x1024, "contosolwf!FilterReceiveNetBufferLists", probe - 4)
+    layout = cc.mismatches[2].values
+    assert layout["dbgeng"][4][1][:2] == (0x10, "Blink") and layout["isf"][4][1][:2] == (8, "Blink")
 
 
 def test_crosscheck_reports_a_wrong_answer_from_pytriage(dbgeng_available, tmp_path):

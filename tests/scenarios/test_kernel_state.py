@@ -89,3 +89,19 @@ def test_processors_are_reachable_through_kdbg(basic_bitmap):
             thread = struct.unpack("<Q", dump.read_virtual(prcb + K.PRCB_CURRENT_THREAD, 8))[0]
             process = struct.unpack("<Q", dump.read_virtual(thread + K.THREAD_APC_PROCESS, 8))[0]
             assert dump.read_virtual(process + K.PROCESS_IMAGE_FILE_NAME, 7) == b"System\0"
+
+
+def test_isf_kernel_types_equal_the_real_kernels(types):
+    """The types the scenario ISF (and so the scenario PDB) carries are 19041's: every field the builder
+    declares has the corpus ISF's offset and type, and every size is the real one. Only
+    _KLDR_DATA_TABLE_ENTRY is declared in part (the fields the builder fills)."""
+    from pytriage.scenarios.isf import kernel_types
+
+    declared = kernel_types()
+    for name, udt in declared.items():
+        real = types[name]
+        assert (udt["kind"], udt["size"]) == (real["kind"], real["size"]), name
+        for fname, f in udt["fields"].items():
+            assert f == real["fields"][fname], (name, fname)
+        if name != "_KLDR_DATA_TABLE_ENTRY":
+            assert set(udt["fields"]) == set(real["fields"]), name

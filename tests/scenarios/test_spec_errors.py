@@ -32,6 +32,19 @@ def _with(doc, mutate):
     (lambda d: d["physical_memory"]["runs"].append({"base": "0x2000", "size": "0x1000"}),
      "physical_memory.runs: runs overlap at PFN 0x2"),
     (lambda d: d["modules"][0].update(name="..\\evil.sys"), "modules[0].name: expected an image file name"),
+    (lambda d: d["modules"][0].update(name=".."), "modules[0].name: expected an image file name"),
+    (lambda d: d["modules"][0].update(name=".hidden.sys"), "modules[0].name: expected an image file name"),
+    (lambda d: d["modules"][0].update(name="a b.sys"), "modules[0].name: expected an image file name"),
+    (lambda d: d["modules"][4]["functions"][0].update(name="two words"), "modules[4].functions[0].name: expected a "
+                                                                          "symbol name"),
+    (lambda d: d["modules"][4].update(data_symbols={"g": "0x8000"}), "modules[4].data_symbols.g: rva 0x8000 is "
+                                                                      "outside the image's sections"),
+    (lambda d: d["modules"][4].update(data_symbols={"bad name": "0x2000"}), "modules[4].data_symbols.bad name: a "
+                                                                             "symbol name is printable ASCII"),
+    (lambda d: d["modules"][4].update(pdb_name="ndis.pdb", pdb_guid="0000000000000000F10BFCF6DBC3D5CF"),
+     "modules: ndis.sys and contosolwf.sys have the same PDB name, GUID and age"),
+    (lambda d: d["modules"][1].update(name="contosolwf.sys", timestamp="0x60d5a1b2", size="0x8000"),
+     "modules: contosolwf.sys and contosolwf.sys have the same image name, timestamp and size"),
     (lambda d: d["modules"][1].update(base="0x1000"), "modules[1].base: 0x1000 is not a canonical kernel address"),
     (lambda d: d["modules"][2].update(pdb_guid="xyz"), "modules[2].pdb_guid: expected 32 hex digits"),
     (lambda d: d["modules"][2].update(pdb_name="../../x.pdb"), "modules[2].pdb_name: expected a file name"),
@@ -73,4 +86,5 @@ def test_hostile_scenario_name_cannot_escape_the_output_dir(tmp_path, basic_doc)
     out.mkdir()
     built = build_scenario(parse_spec(_with(basic_doc, lambda d: d.update(name="../../etc/passwd"))), str(out))
     assert built.dump_path.startswith(str(out) + "/")
-    assert sorted(p.name for p in out.iterdir()) == ["etc_passwd-bitmap.dmp", "etc_passwd.symbols"]
+    assert sorted(p.name for p in out.iterdir()) == ["etc_passwd-bitmap.dmp", "etc_passwd.symbols",
+                                                     "etc_passwd.symstore"]
