@@ -58,6 +58,101 @@ def _cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_symbolizer(target, args: argparse.Namespace):
+    """The symbolizer for ``target`` from ``--symbols`` / ``_NT_SYMBOL_PATH`` / the default cache."""
+    from pytriage.symbols.store import SymbolStore
+    from pytriage.symbols.symbolizer import Symbolizer
+    from pytriage.symbols.sympath import resolve_symbol_path
+
+    path = resolve_symbol_path(args.symbols)
+    store = SymbolStore(path, progress=sys.stderr.isatty())
+    local_dirs = []
+    for element in path.elements:
+        local_dirs.extend(d.path for d in element.dirs if d.path not in local_dirs)
+    return Symbolizer(target, store=store, isf_dirs=local_dirs), path, store
+
+
+def _symbol_stats_lines(target, path, store) -> List[str]:
+    stats = target.stats
+    lines = ["", "Target reads: %d calls, %d bytes, %d cache hits, %d failed" % (
+        stats.read_calls, stats.bytes_read, stats.cache_hits, stats.failed_reads)]
+    lines.extend(path.describe())
+    lines.append("Symbol store: %s" % store.stats_line())
+    return lines
+
+
+def _cmd_sym(args: argparse.Namespace) -> int:
+    from pytriage.commands.render import to_json_text
+    from pytriage.commands.sym import lookup, render_text
+    from pytriage.target.offline import OfflineDumpTarget
+
+    target = OfflineDumpTarget.open(args.dump)
+    try:
+        symbolizer, path, store = _open_symbolizer(target, args)
+        try:
+            records = [lookup(symbolizer, query) for query in args.query]
+            if args.json:
+                out = {"schema": "pytriage.sym/1", "results": records}
+                if args.stats:
+                    out["stats"] = {"target": target.stats.to_json(), "symbol_store": store.stats_json()}
+                print(to_json_text(out))
+            else:
+                for record in records:
+                    print("\n".join(render_text(record, args.verbose)))
+                if args.stats:
+                    print("\n".join(_symbol_stats_lines(target, path, store)))
+        finally:
+            symbolizer.close()
+    finally:
+        target.close()
+    return 0
+
+
+def _cmd_dt(args: argparse.Namespace) -> int:
+    from pytriage.commands.dt import layout_lines, layout_to_json, value_lines, values_to_json
+    from pytriage.commands.render import hex64, to_json_text
+    from pytriage.commands.sym import looks_like_address, parse_address
+    from pytriage.symbols.types import StructLayout
+    from pytriage.target.offline import OfflineDumpTarget
+
+    target = OfflineDumpTarget.open(args.dump)
+    try:
+        symbolizer, path, store = _open_symbolizer(target, args)
+        try:
+            layout, where = symbolizer.type_layout(args.type)
+            module = args.type.split("!", 1)[0] if "!" in args.type else where.split(" ", 1)[0]
+            title = "%s!%s" % (module, layout.name) if not where.startswith("builtin") else layout.name
+            address = None
+            if args.address is not None:
+                address = parse_address(args.address) if looks_like_address(args.address) \
+                    else symbolizer.address_of(args.address)
+                if not isinstance(layout, StructLayout):
+                    raise PytriageError("%s is an enum: dt with an address needs a struct or union" % layout.name)
+            if args.json:
+                record = {"schema": "pytriage.dt/1", "type": layout_to_json(layout, where),
+                          "address": None if address is None else hex64(address)}
+                if address is not None:
+                    record["values"] = values_to_json(layout, target, address, symbolizer)
+                if args.stats:
+                    record["stats"] = {"target": target.stats.to_json(), "symbol_store": store.stats_json()}
+                print(to_json_text(record))
+            else:
+                if address is None:
+                    lines = layout_lines(title, layout)
+                else:
+                    lines = value_lines(title, layout, target, address, symbolizer)
+                if where.startswith("builtin"):
+                    lines.append("(layout: %s, builds %s)" % (where, layout.builds or "any"))
+                print("\n".join(lines))
+                if args.stats:
+                    print("\n".join(_symbol_stats_lines(target, path, store)))
+        finally:
+            symbolizer.close()
+    finally:
+        target.close()
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pytriage.scenarios import build_builtin, builtin_names
 
@@ -80,6 +175,7 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
     built = build_from_file(args.spec, args.output, dump_type=args.type)
     print(built.dump_path)
     print(built.symbols_path)
+    print(built.symstore_path)          # PDBs + images: a symbol path for WinDbg/dbgeng (docs/scenarios.md)
     return 0
 
 
@@ -90,20 +186,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="pytriage %s" % __version__)
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks (for developers)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    symbols = argparse.ArgumentParser(add_help=False)
+    symbols.add_argument("--symbols", metavar="PATH", default=None, help=(
+        "symbol path, WinDbg syntax (srv*CACHE*URL; cache*DIR; DIR; ...); default: _NT_SYMBOL_PATH, "
+        "else the local cache only (docs/symbols.md)"))
 
-    info = sub.add_parser("info", help="dump header facts, bugcheck, context and module list")
+    info = sub.add_parser("info", parents=[symbols], help="dump header facts, bugcheck, context and module list")
     info.add_argument("dump", help="kernel dump file (.dmp)")
     info.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
     info.add_argument("--stats", action="store_true", help="show how many bytes were read from the target")
     info.set_defaults(func=_cmd_info)
 
-    db = sub.add_parser("db", help="show memory bytes like WinDbg's db")
+    db = sub.add_parser("db", parents=[symbols], help="show memory bytes like WinDbg's db")
     db.add_argument("dump", help="kernel dump file")
     db.add_argument("address", type=_parse_address, help="address (hex; fffff804`7ba00000 style accepted)")
     db.add_argument("-l", "--length", type=lambda t: _parse_address(t) if not t.isdigit() else int(t),
                     default=0x80, help="bytes to show (default 0x80; decimal, or hex with 0x)")
     db.add_argument("--physical", action="store_true", help="ADDRESS is a physical address (db /p)")
     db.set_defaults(func=_cmd_db)
+
+    sym = sub.add_parser("sym", parents=[symbols], help="address -> module!symbol+0xoff, or name -> address (ln / x)")
+    sym.add_argument("dump", help="kernel dump file")
+    sym.add_argument("query", nargs="+", help="address (hex, backticks allowed) or module!symbol")
+    sym.add_argument("-v", "--verbose", action="store_true", help="say where the module's symbols came from")
+    sym.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
+    sym.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
+    sym.set_defaults(func=_cmd_sym)
+
+    dt = sub.add_parser("dt", parents=[symbols], help="show a type layout, or a structure in the dump, like dt")
+    dt.add_argument("dump", help="kernel dump file")
+    dt.add_argument("type", help="type name: module!_TYPE or _TYPE (nt, then every module, then built-ins)")
+    dt.add_argument("address", nargs="?", help="address of the structure (hex, or module!symbol)")
+    dt.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
+    dt.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
+    dt.set_defaults(func=_cmd_dt)
 
     demo = sub.add_parser("demo", help="build a built-in scenario dump in a temp dir and analyse it")
     demo.add_argument("name", nargs="?", default="basic", help="built-in scenario (see --list)")
@@ -112,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--stats", action="store_true", help="show how many bytes were read from the target")
     demo.set_defaults(func=_cmd_demo)
 
-    scen = sub.add_parser("scenario", help="build a dump + ISF symbols from a JSON scenario spec (docs/scenarios.md)")
+    scen = sub.add_parser("scenario", help="build a dump, ISF tables and a symbol store (PDBs, images) from a JSON "
+                                           "scenario spec; prints the three paths (docs/scenarios.md)")
     scen.add_argument("spec", help="scenario spec (.json) or the name of a built-in scenario")
     scen.add_argument("-o", "--output", default=".", help="output directory (default: current)")
     scen.add_argument("--type", choices=("full", "bitmap"), default="bitmap", help="dump kind to write")

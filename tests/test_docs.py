@@ -44,3 +44,14 @@ def test_readme_has_the_two_setup_commands():
     assert "pip install -e . && pytriage demo" in readme
     assert "./scripts/test" in readme
     assert os.access(os.path.join(REPO, "scripts", "test"), os.X_OK)
+
+
+def test_symbols_md_sym_examples_are_what_the_tool_prints(capsys, tmp_path, triage_dump_path):
+    """The two `pytriage sym` outputs shown in docs/symbols.md, produced from the corpus store on disk."""
+    doc = _read("docs/symbols.md")
+    shown = re.findall(r"^\$ pytriage sym triage_x64\.dmp (\S+) --symbols .*\n(.+)$", doc, re.M)
+    assert len(shown) == 2
+    store = os.path.join(os.path.dirname(REPO), "shared", "corpus", "symstore")
+    for query, expected in shown:
+        assert cli.main(["sym", triage_dump_path, query, "--symbols", "srv*%s*%s" % (tmp_path, store)]) == 0
+        assert capsys.readouterr().out.strip() == expected

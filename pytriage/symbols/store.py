@@ -85,7 +85,6 @@ _WINDOWS_DEVICE_NAMES = frozenset(
 )
 _BAD_NAME_CHARS = frozenset('<>:"|?*')
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
-_MSF7_MAGIC = b"Microsoft C/C++ MSF 7.00\r\n\x1aDS\x00\x00\x00"
 _CAB_NONE, _CAB_MSZIP, _CAB_QUANTUM, _CAB_LZX = 0, 1, 2, 3
 
 
@@ -308,46 +307,17 @@ def image_identity(path: str) -> Optional[Tuple[int, int]]:
 
 
 def pdb_guid(path: str) -> Optional[str]:
-    """GUID (store spelling) from a PDB's info stream, or None when it is not an MSF 7.00 PDB.
+    """GUID (store spelling) from a PDB's info stream, or None when it is not a readable MSF 7.00 PDB.
 
-    Only enough of the MSF container is read to reach the first block of stream 1; used to accept a
-    *flat* PDB (``DIR/name.pdb``), which has no store key to vouch for it.
+    Used to accept a *flat* PDB (``DIR/name.pdb``), which has no store key to vouch for it. Opening a
+    ``PdbFile`` reads only the superblock, the stream directory and the small info/DBI headers.
     """
+    from pytriage.symbols.pdb.reader import open_pdb  # the PDB reader is only loaded when needed
+
     try:
-        with open(path, "rb") as fh:
-            superblock = fh.read(56)
-            if len(superblock) < 56 or not superblock.startswith(_MSF7_MAGIC):
-                return None
-            block_size, _fpm, num_blocks, dir_bytes, _unknown, block_map = struct.unpack_from("<6I", superblock, 32)
-            if block_size not in (512, 1024, 2048, 4096, 8192, 16384, 32768) or not 8 <= dir_bytes <= 1 << 26:
-                return None
-
-            def block(index: int) -> bytes:
-                if index >= num_blocks:
-                    raise ValueError("block out of range")
-                fh.seek(index * block_size)
-                return fh.read(block_size)
-
-            dir_blocks = -(-dir_bytes // block_size)
-            if dir_blocks * 4 > block_size:
-                return None
-            ids = struct.unpack_from("<%dI" % dir_blocks, block(block_map), 0)
-            directory = b"".join(block(i) for i in ids)[:dir_bytes]
-            num_streams = struct.unpack_from("<I", directory, 0)[0]
-            if num_streams < 2 or 4 + 4 * num_streams > len(directory):
-                return None
-            size0, size1 = struct.unpack_from("<2I", directory, 4)
-            if size0 == 0xFFFFFFFF:
-                size0 = 0
-            if size1 == 0xFFFFFFFF or size1 < 28:
-                return None
-            offset = 4 + 4 * num_streams + 4 * (-(-size0 // block_size))
-            first = struct.unpack_from("<I", directory, offset)[0]
-            info = block(first)[:28]
-            if len(info) < 28:
-                return None
-            return guid_hex_from_bytes(info[12:28])
-    except (OSError, ValueError, struct.error, SymbolError):
+        with open_pdb(path) as pdb:
+            return pdb.guid
+    except SymbolError:
         return None
 
 

@@ -452,7 +452,8 @@ def test_server_file_ptr_path_is_copied_into_the_cache(upstream, server, cache, 
     found = st.find_pdb("x.pdb", GUID, 1)
     assert found == os.path.join(cache, "x.pdb", KEY, "x.pdb")
     assert sha256(found) == sha256(target)
-    assert server.log == ["/x.pdb/%s/x.pdb" % KEY, "/x.pdb/%s/x.pdb" % KEY.lower(), "/x.pdb/%s/x.pd_" % KEY, "/x.pdb/%s/file.ptr" % KEY]
+    assert server.log == ["/x.pdb/%s/x.pdb" % KEY, "/x.pdb/%s/x.pdb" % KEY.lower(), "/x.pdb/%s/x.pd_" % KEY,
+                          "/x.pdb/%s/file.ptr" % KEY]
 
 
 def test_file_ptr_name_never_chooses_where_we_write(upstream, server, cache, tmp_path):
@@ -558,7 +559,8 @@ def test_404_is_remembered_and_asked_again_after_the_ttl(server, cache):
     text = "srv*%s*%s" % (cache, server.url)
     st = make_store(text, "/unused")
     assert st.find_pdb("x.pdb", GUID, 1) is None
-    assert server.log == ["/x.pdb/%s/x.pdb" % KEY, "/x.pdb/%s/x.pdb" % KEY.lower(), "/x.pdb/%s/x.pd_" % KEY, "/x.pdb/%s/file.ptr" % KEY]
+    assert server.log == ["/x.pdb/%s/x.pdb" % KEY, "/x.pdb/%s/x.pdb" % KEY.lower(), "/x.pdb/%s/x.pd_" % KEY,
+                          "/x.pdb/%s/file.ptr" % KEY]
     marker = os.path.join(cache, "x.pdb", KEY, NOT_FOUND_MARKER)
     with open(marker, encoding="utf-8") as fh:
         entry = json.load(fh)[server.url]
