@@ -27,12 +27,13 @@ never produce that, the Windows loader expects the sections to reach SizeOfImage
 byte of the file still belongs to a section (no overlay), which pefile parses without a warning.
 """
 
-import re
 import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from pytriage.dump.layout import Layout
+from pytriage.errors import SymbolError
+from pytriage.symbols import guid as symbol_guid
 
 PAGE_SIZE = 0x1000
 SIZE_OF_HEADERS = 0x1000
@@ -278,21 +279,15 @@ def default_characteristics(name: str) -> int:
 
 def normalize_guid(guid: str) -> str:
     """Accept ``{xxxxxxxx-xxxx-...}`` or 32 hex digits in any case; return the symbol-store form (32 upper hex)."""
-    text = guid.strip().strip("{}").replace("-", "").upper()
-    if not re.fullmatch(r"[0-9A-F]{32}", text):
-        raise ValueError(f"pdb_guid {guid!r} is not a GUID (32 hex digits, dashes optional)")
-    return text
+    try:
+        return symbol_guid.normalize_guid(guid)
+    except SymbolError:
+        raise ValueError(f"pdb_guid {guid!r} is not a GUID (32 hex digits, dashes optional)") from None
 
 
 def guid_bytes(guid: str) -> bytes:
-    """The 16 bytes of a GUID in Windows memory layout, from its symbol-store string.
-
-    Symbol stores print Data1/Data2/Data3 as numbers (``%08X%04X%04X``) and Data4 byte by byte, so the first
-    three fields are byte-swapped relative to the string while Data4 is copied as it reads.
-    """
-    text = normalize_guid(guid)
-    data1, data2, data3 = int(text[0:8], 16), int(text[8:12], 16), int(text[12:16], 16)
-    return struct.pack("<IHH", data1, data2, data3) + bytes.fromhex(text[16:32])
+    """The 16 bytes of a GUID in Windows memory layout, from its symbol-store string."""
+    return symbol_guid.guid_raw(normalize_guid(guid))
 
 
 def pe_checksum(data: bytes, checksum_offset: int = CHECKSUM_OFFSET) -> int:

@@ -14,6 +14,7 @@ from typing import Optional
 import pefile
 
 from pytriage.errors import MemoryReadError, SymbolError
+from pytriage.symbols.guid import guid_hex
 
 IMAGE_DEBUG_TYPE_CODEVIEW = 2
 _DEBUG_DIRECTORY = struct.Struct("<IIHHIIII")     # Characteristics .. PointerToRawData (28 bytes)
@@ -37,12 +38,6 @@ class CodeViewInfo:
         return "%s%X" % (self.guid, self.age)
 
 
-def guid_to_hex(raw: bytes) -> str:
-    """GUID bytes as stored in RSDS/PDB (Data1..3 little-endian) -> the symbol store's hex spelling."""
-    data1, data2, data3 = struct.unpack_from("<IHH", raw)
-    return "%08X%04X%04X%s" % (data1, data2, data3, raw[8:16].hex().upper())
-
-
 def parse_rsds(record: bytes) -> Optional[CodeViewInfo]:
     """Decode a CV_INFO_PDB70 record; None when it is not an RSDS record."""
     if len(record) < 24 or record[:4] != b"RSDS":
@@ -51,7 +46,7 @@ def parse_rsds(record: bytes) -> Optional[CodeViewInfo]:
     name = record[24:24 + _MAX_PDB_NAME].split(b"\0", 1)[0].decode("utf-8", "replace")
     if not name:
         return None
-    return CodeViewInfo(name, guid_to_hex(record[4:20]), age)
+    return CodeViewInfo(name, guid_hex(record[4:20]), age)
 
 
 def _debug_directory(headers: bytes, where: str):

@@ -44,7 +44,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from dataclasses import asdict, dataclass
 from typing import IO, Callable, Dict, List, Optional, Set, Tuple, Union
 
@@ -55,6 +54,7 @@ except ImportError:  # a Python built without OpenSSL can still use http:// serv
 
 from pytriage import __version__
 from pytriage.errors import SymbolError
+from pytriage.symbols.guid import normalize_guid
 from pytriage.symbols.sympath import LocalDir, PathElement, SymbolPath, resolve_symbol_path
 
 DEFAULT_TIMEOUT = 20.0
@@ -127,21 +127,6 @@ def sanitize_name(name: str) -> str:
 def compressed_name(name: str) -> str:
     """The store's name for the CAB-compressed form: last character replaced by ``_`` (``x.pd_``)."""
     return name[:-1] + "_"
-
-
-def normalize_guid(guid: str) -> str:
-    """``guid`` as 32 upper-case hex digits; accepts dashes and braces (``{1c19fddb-27bb-...}``)."""
-    text = guid.strip().strip("{}").replace("-", "") if isinstance(guid, str) else ""
-    if len(text) != 32 or not _HEX.match(text):
-        raise SymbolError("invalid PDB GUID %r: expected 32 hex digits" % (guid,))
-    return text.upper()
-
-
-def guid_hex_from_bytes(raw: bytes) -> str:
-    """The store spelling of a GUID stored as 16 bytes in Windows order (CodeView RSDS, PDB info stream)."""
-    if len(raw) != 16:
-        raise SymbolError("a GUID is 16 bytes, got %d" % len(raw))
-    return uuid.UUID(bytes_le=bytes(raw)).hex.upper()
 
 
 def pdb_key(guid_hex32: str, age: int) -> str:

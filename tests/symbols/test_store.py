@@ -21,16 +21,15 @@ import pytest
 
 from pytriage.errors import SymbolError
 from pytriage.symbols import store as store_module
+from pytriage.symbols.guid import guid_hex, normalize_guid
 from pytriage.symbols.store import (
     NOT_FOUND_MARKER,
     USER_AGENT,
     SymbolStore,
     TerminalProgress,
     cab_summary,
-    guid_hex_from_bytes,
     image_identity,
     image_key,
-    normalize_guid,
     pdb_guid,
     pdb_key,
     sanitize_name,
@@ -226,7 +225,7 @@ def test_invalid_keys_are_refused(call):
 
 def test_guid_from_rsds_bytes_uses_windows_byte_order():
     raw = bytes.fromhex("dbfd191cbb279933d9b45973efeafcf3")
-    assert guid_hex_from_bytes(raw) == AMDPPM_GUID
+    assert guid_hex(raw) == AMDPPM_GUID
 
 
 SAFE_NAMES = [

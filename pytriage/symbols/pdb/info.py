@@ -13,6 +13,7 @@ offset in that buffer to a stream number.
 import struct
 from typing import Dict, NamedTuple
 
+from pytriage.symbols.guid import guid_hex
 from pytriage.symbols.pdb.msf import MsfStream
 
 # Versions with a GUID (VC 7.0 and later). Older PDBs have only a 32-bit signature.
@@ -30,17 +31,6 @@ class PdbInfo(NamedTuple):
     named_streams: Dict[str, int]   # "/names" -> stream number
 
 
-def format_guid(raw: bytes) -> str:
-    """GUID bytes -> ``1C19FDDB27BB3399D9B45973EFEAFCF3``.
-
-    Data1 (u32), Data2 and Data3 (u16) are little-endian in the file and printed as numbers; Data4 is 8
-    bytes printed in file order. This is how ``{1C19FDDB-27BB-3399-D9B4-5973EFEAFCF3}`` becomes the
-    symbol-store directory name.
-    """
-    data1, data2, data3 = struct.unpack_from("<IHH", raw, 0)
-    return "%08X%04X%04X%s" % (data1, data2, data3, raw[8:16].hex().upper())
-
-
 def read_info(stream: MsfStream) -> PdbInfo:
     """Parse stream 1; any inconsistency is a ``SymbolError`` naming the offset in the stream."""
     if stream.size < _HEADER.size:
@@ -50,7 +40,7 @@ def read_info(stream: MsfStream) -> PdbInfo:
     if version < _MIN_GUID_VERSION:
         raise stream.error(0, "PDB version %d predates VC 7.0 (no GUID); not supported" % version)
     named = _read_named_streams(stream, data, _HEADER.size)
-    return PdbInfo(version, signature, age, format_guid(guid_raw), named)
+    return PdbInfo(version, signature, age, guid_hex(guid_raw), named)
 
 
 def _read_named_streams(stream: MsfStream, data: bytes, pos: int) -> Dict[str, int]:
