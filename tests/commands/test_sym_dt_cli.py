@@ -138,3 +138,31 @@ def test_dt_builtin_layout_is_marked_and_json_is_stable(capsys, basic_full, tmp_
 def test_dt_unknown_type_is_one_line_error(capsys, basic_full, tmp_path):
     code, out, err = run(capsys, "dt", basic_full.dump_path, "nt!_NOPE", "--symbols", str(tmp_path))
     assert code == 2 and err.startswith("pytriage: error: type _NOPE not found")
+
+
+def test_scenario_dumps_symbolize_fully_from_their_own_symbol_store(capsys, basic_bitmap):
+    """The builder's PDBs and images (a store next to the dump) give every spec function its name via PDB."""
+    sympath = "srv*%s" % basic_bitmap.symstore_path
+    queries, expected = [], []
+    for module in basic_bitmap.modules:
+        for function in module.spec.functions:
+            queries.append("%x" % (module.spec.base + function.rva + 1))
+            expected.append((module.image.pdb_name, function.name))
+    assert len(queries) >= 4
+    code, out, err = run(capsys, "sym", basic_bitmap.dump_path, *queries, "--json", "--symbols", sympath)
+    assert (code, err) == (0, "")
+    results = json.loads(out)["results"]
+    for record, (pdb_name, function) in zip(results, expected):
+        assert (record["symbol"], record["displacement"], record["source"]) == (function, 1, "pdb")
+        assert record["module_symbols"]["pdb"]["name"] == pdb_name
+
+
+def test_dt_from_the_scenario_pdb_equals_dt_from_its_isf(capsys, basic_bitmap):
+    """Two type sources the builder writes for nt (PDB through our PDB reader, ISF JSON) print the same."""
+    outputs = []
+    for sympath in ("srv*%s" % basic_bitmap.symstore_path, basic_bitmap.symbols_path):
+        code, out, err = run(capsys, "dt", basic_bitmap.dump_path, "nt!_KLDR_DATA_TABLE_ENTRY", "--symbols", sympath)
+        assert (code, err) == (0, "")
+        outputs.append(out)
+    assert outputs[0] == outputs[1]
+    assert "   +0x09c TimeDateStamp    : Uint4B" in outputs[0].splitlines()
