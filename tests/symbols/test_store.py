@@ -21,19 +21,14 @@ import pytest
 
 from pytriage.errors import SymbolError
 from pytriage.symbols import store as store_module
+from pytriage.symbols.cab import cab_summary
+from pytriage.symbols.download import USER_AGENT
+from pytriage.symbols.download_progress import TerminalProgress
+from pytriage.symbols.file_identity import image_identity, pdb_guid
 from pytriage.symbols.guid import guid_hex, normalize_guid
-from pytriage.symbols.store import (
-    NOT_FOUND_MARKER,
-    USER_AGENT,
-    SymbolStore,
-    TerminalProgress,
-    cab_summary,
-    image_identity,
-    image_key,
-    pdb_guid,
-    pdb_key,
-    sanitize_name,
-)
+from pytriage.symbols.negative_cache import NOT_FOUND_MARKER
+from pytriage.symbols.store import SymbolStore
+from pytriage.symbols.store_names import image_key, pdb_key, sanitize_name
 from pytriage.symbols.sympath import parse_symbol_path
 from tests.conftest import CORPUS
 
