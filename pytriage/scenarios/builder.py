@@ -19,10 +19,11 @@ from typing import Dict, List, Optional, Tuple
 
 from pytriage.dump import structs as S
 from pytriage.errors import SpecError
-from pytriage.scenarios import isf, kernel_state, pdb_writer
+from pytriage.scenarios import isf, kernel_state, pdb_writer, stack
 from pytriage.scenarios.memory import PAGE, AddressSpace, PhysicalImage
-from pytriage.scenarios.pe_image import PeFunction, PeImage, PeSection, build_pe_image, guid_bytes
+from pytriage.scenarios.pe_image import DEFAULT_UNWIND_INFO, PeFunction, PeImage, PeSection, build_pe_image, guid_bytes
 from pytriage.scenarios.spec import ModuleSpec, ScenarioSpec
+from pytriage.scenarios.stack import StackPlan
 from pytriage.scenarios.writer import write_bitmap, write_full
 
 KUSER_SHARED_DATA = 0xFFFFF78000000000
@@ -35,6 +36,8 @@ K_KI_BUGCHECK_DATA = 0x240          # code + 4 parameters, 5 x 8 bytes
 K_MM_PHYSICAL_MEMORY_BLOCK = 0x270  # pointer to the PHYSICAL_MEMORY_DESCRIPTOR at K_PHYSICAL_MEMORY
 K_PHYSICAL_MEMORY = 0x800           # PHYSICAL_MEMORY_DESCRIPTOR: 16 + 16 bytes per run
 K_KD_DEBUGGER_DATA_BLOCK = 0x400    # KDDEBUGGER_DATA64, 0x380 bytes
+STACK_SIZE = 0x6000                 # a kernel thread's stack (KERNEL_STACK_SIZE)
+MAX_STACK_SIZE = 0x100000           # the crashing thread's, when the spec's frames need more
 # KDDEBUGGER_DATA64 fields (offsets checked against the corpus dump's saved copy).
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _STORE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
@@ -60,6 +63,9 @@ class BuiltScenario:
     kernel_symbols: Dict[str, int]      # name -> VA
     file_size: int
     symstore_path: str = ""             # symbol store: <pdb>/<GUID><age>/<pdb> and <image>/<%08X%x>/<image>
+    stack: Optional[StackPlan] = None    # the crashing thread's frames as laid out (spec "stack")
+    context: Dict[str, int] = field(default_factory=dict)   # the crash CONTEXT's registers the spec set or the
+    #                                     stack gave (rip, rsp and every register named); others are defaults
 
     def expected(self, va: int, size: int) -> Optional[bytes]:
         """What the builder put at ``va`` (None when a page is unmapped or left out of the dump)."""
@@ -120,6 +126,29 @@ def _build_image(mod: ModuleSpec) -> Tuple[PeImage, int]:
     except ValueError as exc:
         raise SpecError("module %s: %s" % (mod.name, exc)) from None
     return image, data_rva
+
+
+def _stack_frames(spec: ScenarioSpec) -> List[stack.FrameCode]:
+    """The spec's frames with the code and unwind data the stack planner needs; frame 0 takes the context's
+    general registers (rip and rsp are derived from the stack)."""
+    frames = []
+    for i, f in enumerate(spec.stack):
+        registers = dict(f.registers)
+        if i == 0:
+            for name, value in spec.context.items():
+                if name in stack.FRAME_REGISTERS:
+                    if name in registers and registers[name] != value:
+                        raise SpecError("%s.registers.%s: 0x%x disagrees with context.%s (0x%x)"
+                                        % (f.path, name, registers[name], name, value))
+                    registers[name] = value
+        func = f.function
+        frames.append(stack.FrameCode(
+            path=f.path, name=f.name, address=f.address, registers=registers,
+            code=func.code if func is not None else None,
+            code_offset=f.rva - func.rva if func is not None else 0,
+            unwind=(func.unwind if func.unwind is not None else DEFAULT_UNWIND_INFO) if func is not None else None,
+            error_code=f.error_code))
+    return frames
 
 
 def _unicode_string(pool: _Pool, text: str) -> bytes:
@@ -211,16 +240,40 @@ def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") 
     space.write(ksyms["MmPhysicalMemoryBlock"], struct.pack("<Q", descriptor))
 
     crash_regs = dict(spec.context)
+    frames = _stack_frames(spec)
+    plan = None
+    if frames:
+        probe = 1 << 40                                  # a dry run tells how deep the frames go
+        depth = probe - stack.plan_stack(frames, probe).lowest
+        crash_stack_size = max(STACK_SIZE, (depth + 0x2000) // PAGE * PAGE)
+        if crash_stack_size > MAX_STACK_SIZE:
+            raise SpecError("stack: the frames need 0x%x bytes of stack, more than 0x%x" % (depth, MAX_STACK_SIZE))
+    else:
+        crash_stack_size = STACK_SIZE
     crash_regs.setdefault("rip", spec.kernel.base + (spec.kernel.functions[0].rva if spec.kernel.functions
                                                      else 0x1000))
     contexts, stack_tops = [], []
     for n in range(spec.processors):
-        stack_top = pool.reserve(0x6000, PAGE) + 0x6000
-        pool.alloc(bytes(0x6000), PAGE)                  # a mapped kernel stack per processor
+        size = crash_stack_size if n == 0 else STACK_SIZE
+        stack_top = pool.reserve(size, PAGE) + size
+        pool.alloc(bytes(size), PAGE)                    # a mapped kernel stack per processor
+        if n == 0 and frames:
+            plan = stack.plan_stack(frames, stack_top)
+            for va, value in sorted(plan.writes.items()):
+                space.write(va, struct.pack("<Q", value))
+            for va, raw in sorted(stack.trap_frame_writes(plan).items()):
+                space.write(va, raw)
+            for name in ("rip", "rsp"):
+                if name in spec.context and spec.context[name] != plan.context[name]:
+                    raise SpecError("context.%s: 0x%x disagrees with the stack, whose frame 0 gives 0x%x (leave "
+                                    "it out: the builder derives it)" % (name, spec.context[name], plan.context[name]))
+            crash_regs.update(plan.context)
         regs = dict(crash_regs) if n == 0 else {"rip": crash_regs["rip"], "rsp": stack_top - 0x100}
-        if n == 0 and "rsp" in regs and space.translate(regs["rsp"]) is not None:
+        if n == 0 and not frames and "rsp" in regs and space.translate(regs["rsp"]) is not None:
             stack_top = (regs["rsp"] + 0x6000) & ~(PAGE - 1)
         regs.setdefault("rsp", stack_top - 0x100)
+        if n == 0:
+            crash_regs = regs
         contexts.append(_context_bytes(regs))
         stack_tops.append(stack_top)
     processors = kernel_state.build_processors(pool.alloc, pool.reserve, spec.processors, contexts,
@@ -279,7 +332,8 @@ def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") 
     isf.write_isf_tree(symbols_path, tables)
     symstore_path = os.path.join(out_dir, "%s.symstore" % stem)
     write_symbol_store(symstore_path, built, [doc for _, _, _, doc in tables])
-    return BuiltScenario(spec, dump_path, symbols_path, dump_type, phys, space, built, ksyms, size, symstore_path)
+    return BuiltScenario(spec, dump_path, symbols_path, dump_type, phys, space, built, ksyms, size, symstore_path,
+                         plan, dict(crash_regs))
 
 
 def module_pdb(bm: BuiltModule, isf_table: Optional[Dict[str, object]] = None) -> bytes:

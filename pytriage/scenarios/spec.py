@@ -133,6 +133,22 @@ class LargePageSpec:
 
 
 @dataclass
+class StackFrameSpec:
+    """One frame of the crashing thread's stack (``stack[n]``, frame 0 first), resolved to an address."""
+    path: str                          # "stack[2]", for errors
+    module: ModuleSpec
+    rva: int                           # the frame's rip (a return address above frame 0) as an image RVA
+    name: str                          # as a debugger shows it: nt!KiPageFault+0x1a, dnelwf64+0x3243
+    function: Optional[FunctionSpec] = None      # the spec function containing rva, if any
+    registers: Dict[str, int] = field(default_factory=dict)
+    error_code: int = 0                # what the processor pushes when this frame is a trap handler
+
+    @property
+    def address(self) -> int:
+        return self.module.base + self.rva
+
+
+@dataclass
 class ScenarioSpec:
     name: str
     summary: str
@@ -154,6 +170,7 @@ class ScenarioSpec:
     pool_base: int
     pfn_database: int
     raw: Dict[str, Any] = field(default_factory=dict)
+    stack: List[StackFrameSpec] = field(default_factory=list)
 
 
 _GUID_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
@@ -224,6 +241,72 @@ def _check_symbol_store_keys(mods: List[ModuleSpec]) -> None:
                 raise SpecError("modules: %s and %s have the same %s (one symbol-store entry)"
                                 % (table[key], mod.name, what))
             table[key] = mod.name
+
+
+_FRAME_REGISTERS = ("rax", "rcx", "rdx", "rbx", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+                    "r14", "r15")
+
+
+def debugger_name(mod: ModuleSpec, kernel: bool) -> str:
+    """The module name a debugger prints in ``module!symbol``: nt for the kernel, else the image stem."""
+    return "nt" if kernel else (mod.name.rsplit(".", 1)[0] if "." in mod.name else mod.name)
+
+
+def _stack(value: Any, kernel: ModuleSpec, modules: List[ModuleSpec]) -> List[StackFrameSpec]:
+    """``stack``: frames innermost first, each ``{"function": "mod!Name", "offset"}`` or ``{"module", "offset"}``."""
+    by_name: Dict[str, ModuleSpec] = {}
+    for mod in [kernel] + modules:
+        by_name.setdefault(mod.name.lower(), mod)
+        by_name.setdefault(debugger_name(mod, mod is kernel).lower(), mod)
+    frames = []
+    for i, raw in enumerate(_list(value, "stack")):
+        path = "stack[%d]" % i
+        raw = _obj(raw, path)
+        unknown = set(raw) - {"function", "module", "offset", "registers", "error_code"}
+        if unknown:
+            raise SpecError("%s: unknown key(s) %s" % (path, ", ".join(sorted(unknown))))
+        offset = parse_int(raw.get("offset", 0), path + ".offset")
+        if offset < 0:
+            raise SpecError("%s.offset: must not be negative" % path)
+        if ("function" in raw) == ("module" in raw):
+            raise SpecError("%s: give either \"function\": \"module!Name\" or \"module\" (offset = RVA)" % path)
+        where = str(raw.get("function", raw.get("module")))
+        mod_name, _, func_name = where.partition("!")
+        mod = by_name.get(mod_name.lower())
+        if mod is None:
+            raise SpecError("%s: no module %r in the spec (use its image name or nt)" % (path, mod_name))
+        function = None
+        if "function" in raw:
+            function = next((f for f in mod.functions if f.name == func_name), None)
+            if function is None:
+                raise SpecError("%s.function: %s has no function %r" % (path, mod.name, func_name))
+            if offset >= len(function.code):
+                raise SpecError("%s.offset: 0x%x is past the end of %s (0x%x bytes)"
+                                % (path, offset, func_name, len(function.code)))
+            rva = function.rva + offset
+        else:
+            rva = offset
+            if not PAGE <= rva < mod.size:
+                raise SpecError("%s.offset: rva 0x%x is outside %s's sections (0x1000..0x%x)"
+                                % (path, rva, mod.name, mod.size))
+            function = next((f for f in mod.functions if f.rva <= rva < f.rva + len(f.code)), None)
+        stem = debugger_name(mod, mod is kernel)
+        if function is not None:
+            disp = rva - function.rva
+            name = "%s!%s%s" % (stem, function.name, "+0x%x" % disp if disp else "")
+        else:
+            name = "%s+0x%x" % (stem, rva)
+        registers = {}
+        for reg, val in _obj(raw.get("registers", {}), path + ".registers").items():
+            if str(reg).lower() not in _FRAME_REGISTERS:
+                raise SpecError("%s.registers.%s: not a general register a frame can set (rax .. r15, not rsp)"
+                                % (path, reg))
+            registers[str(reg).lower()] = parse_int(val, "%s.registers.%s" % (path, reg)) & ((1 << 64) - 1)
+        frames.append(StackFrameSpec(path, mod, rva, name, function, registers,
+                                     parse_int(raw.get("error_code", 0), path + ".error_code")))
+    if not frames:
+        raise SpecError("stack: at least one frame is needed (or leave the key out)")
+    return frames
 
 
 def parse_spec(doc: Any, source: str = "spec") -> ScenarioSpec:
@@ -299,7 +382,7 @@ def parse_spec(doc: Any, source: str = "spec") -> ScenarioSpec:
         runs=runs, kernel=kernel, modules=modules, regions=regions, large_pages=larges, context=context,
         pool_base=_kernel_va(parse_int(doc.get("pool_base", "0xffffc08be0000000"), "pool_base"), "pool_base"),
         pfn_database=parse_int(doc.get("pfn_database", "0xffffe70000000000"), "pfn_database"),
-        raw=doc)
+        raw=doc, stack=_stack(doc["stack"], kernel, modules) if "stack" in doc else [])
 
 
 def load_spec(path: str) -> ScenarioSpec:

@@ -104,7 +104,7 @@ def test_info_on_scenario_dump_matches_the_spec(capsys, basic_full, basic_bitmap
     assert rec["dump_type"] == (1 if kind == "full" else 5)
     assert h(rec["bugcheck"]["code"]) == spec.bugcheck_code
     assert [h(p) for p in rec["bugcheck"]["parameters"]] == spec.bugcheck_parameters
-    assert h(rec["context"]["rip"]) == spec.context["rip"]
+    assert h(rec["context"]["rip"]) == built.context["rip"] == built.stack.frames[0].rip
     assert h(rec["kernel_base"]) == spec.kernel.base
     expected = [(spec.kernel.name, spec.kernel.base, spec.kernel.size, spec.kernel.timestamp)] + \
         [(m.name, m.base, m.size, m.timestamp) for m in spec.modules]

@@ -37,9 +37,17 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(cc.report().splitlines()[0])
         groups = {}
         for check in cc.checks:
-            kind, _, detail = check.fact.rpartition(" ") if check.fact.startswith(GROUPED) else (check.fact, "", "")
+            if ": " in check.fact:          # "k: 03 contosolwf!Filter...+0x9": kind, then the detail
+                kind, detail = check.fact.split(": ", 1)
+            elif check.fact.startswith(GROUPED):
+                kind, _, detail = check.fact.rpartition(" ")
+            else:
+                kind, detail = check.fact, ""
             groups.setdefault(kind, []).append(detail)
         for kind, details in groups.items():
             shown = ", ".join(d for d in details if d)
             tr.write_line("    %s%s" % (kind, " (%d): %s" % (len(details), shown) if shown else ""))
+        for (command, member), (engine_text, ours) in sorted(cc.format_differences.items()):
+            tr.write_line("    dt format difference (same value): %s %s: engine %r, pytriage %r"
+                          % (command, member, engine_text, ours))
     tr.write_line("total: %d facts over %d dumps" % (total, len(REPORTS)))

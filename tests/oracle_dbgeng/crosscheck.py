@@ -7,12 +7,21 @@ their count, and a failing test shows every disagreement at once, not just the f
 
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
+from pytriage.commands import dt as pytriage_dt
 from pytriage.commands.info import DumpInfo, windbg_session_time
 from pytriage.commands.render import format_uptime, windows_version_line
+from pytriage.errors import PytriageError
+from pytriage.scenarios.spec import debugger_name
+from pytriage.scenarios.stack import NONVOLATILE, VOLATILE
+from pytriage.symbols.store import SymbolStore
+from pytriage.symbols.symbolizer import Symbolizer
+from pytriage.symbols.sympath import resolve_symbol_path
+from pytriage.symbols.types import StructLayout, TypeRef, windbg_base_name
 from pytriage.target.base import Target
 from pytriage.target.model import debugger_module_name
 from tests.oracle_dbgeng import engine as E
@@ -47,6 +56,9 @@ class Check:
 class CrossCheck:
     dump: str
     checks: List[Check] = field(default_factory=list)
+    # Same value, different spelling: (dt command, member) -> (engine text, pytriage text). Not a failure:
+    # pytriage's dt format is owned elsewhere; the tier reports these so the owner sees every one.
+    format_differences: Dict[Tuple[str, str], Tuple[str, str]] = field(default_factory=dict)
 
     def add(self, fact: str, **values: object) -> None:
         self.checks.append(Check(fact, dict(values)))
@@ -66,11 +78,14 @@ def header_commands() -> List[str]:
 
 
 def check_header(cc: CrossCheck, outs: List[E.CommandOutput], info: DumpInfo, spec=None,
-                 registers: Optional[Dict[str, int]] = None, registers_source: str = "pytriage") -> None:
+                 registers: Optional[Dict[str, int]] = None, registers_source: str = "pytriage",
+                 spec_context: Optional[Dict[str, int]] = None) -> None:
     """vertarget, .bugcheck, r and lm (the first four outputs) against our info (and the spec).
 
     ``registers`` replaces our header context as what `r` is compared with (the corpus dump's `r` shows
-    the KPRCB context, which the corpus facts record), labelled ``registers_source``.
+    the KPRCB context, which the corpus facts record), labelled ``registers_source``. ``spec_context``
+    is the crash context the spec asked for (``BuiltScenario.context``: its ``context`` and, with a
+    ``stack``, rip/rsp/registers of frame 0); default ``spec.context``.
     """
     vt = E.parse_vertarget(outs[0])
     cc.add("vertarget version line", dbgeng=vt["version_line"],
@@ -89,7 +104,8 @@ def check_header(cc: CrossCheck, outs: List[E.CommandOutput], info: DumpInfo, sp
         cc.add("bugcheck parameter %d" % (i + 1), dbgeng=args[i], pytriage=info.bugcheck_parameters[i], **extra_arg)
 
     check_registers(cc, outs[2], registers if registers is not None else dict(info.context or {}),
-                    registers_source, spec)
+                    registers_source, spec_context if spec_context is not None else
+                    (spec.context if spec is not None else None))
 
     rows = E.parse_lm(outs[3])
     cc.add("module count", dbgeng=len(rows), pytriage=len(info.modules))
@@ -107,15 +123,15 @@ def check_header(cc: CrossCheck, outs: List[E.CommandOutput], info: DumpInfo, sp
 
 
 def check_registers(cc: CrossCheck, out: E.CommandOutput, ours: Dict[str, int], source: str = "pytriage",
-                    spec=None, label: str = "register") -> None:
+                    spec_context: Optional[Dict[str, int]] = None, label: str = "register") -> None:
     regs = E.parse_registers(out)
     ours = dict(ours, efl=ours.get("rflags", ours.get("efl")))
     for name in REGISTERS:
         if source != "pytriage" and ours.get(name) is None:
             continue                     # an external record that does not list this register
         values = {"dbgeng": regs.get(name), source: ours.get(name)}
-        if spec is not None and name in spec.context:
-            values["spec"] = spec.context[name]
+        if spec_context is not None and name in spec_context:
+            values["spec"] = spec_context[name]
         cc.add("%s %s" % (label, name), **values)
 
 
@@ -193,26 +209,156 @@ def _probe_offset(code: bytes) -> int:
     return len(code) // 2
 
 
+def pytriage_symbolizer(target: Target, sympath: str) -> Symbolizer:
+    """pytriage's symbolizer with ``sympath`` (a symbol store folder) as its only symbol path, as
+    ``pytriage sym/dt --symbols <sympath>`` opens it."""
+    return Symbolizer(target, store=SymbolStore(resolve_symbol_path(sympath)), isf_dirs=[])
+
+
+def pytriage_ln(symbolizer: Symbolizer, address: int) -> Tuple[int, str, int]:
+    """pytriage's answer in `ln`'s shape: (symbol start, "module!symbol", displacement)."""
+    res = symbolizer.resolve(address)
+    if res.module is None or res.symbol is None:
+        return (address - res.displacement, str(res), res.displacement)
+    return (address - res.displacement, "%s!%s" % (res.module.debugger_name, res.symbol), res.displacement)
+
+
+def pytriage_x(symbolizer: Symbolizer, module) -> object:
+    """Every symbol pytriage knows for ``module`` as `x` lists them: (module!name, address, kind).
+
+    The names come from the module's symbol source, each address from ``Symbolizer.address_of`` (the
+    public API of `pytriage sym NAME`), the kind from the PDB public's function flag.
+    """
+    info = symbolizer.module_symbols(module)
+    if info.kind != "pdb":
+        return "pytriage uses %s symbols for %s" % (info.kind, module.debugger_name)
+    functions = {name for name, _seg, _off, flags in info.source.publics() if flags & 2}
+    rows = set()
+    for name, _rva in info.source.symbols():
+        qualified = "%s!%s" % (module.debugger_name, name)
+        rows.add((qualified, symbolizer.address_of(qualified), "function" if name in functions else "data"))
+    return sorted(rows)
+
+
+def _ln_targets(built) -> List[Tuple[int, Tuple[int, str, int]]]:
+    """Addresses `ln` is asked about, with the spec's answer: a probe inside every spec function, then
+    every stack frame's rip that is not one of them."""
+    targets: Dict[int, Tuple[int, str, int]] = {}
+    for index, bm in enumerate(built.modules):
+        mod = _module_name(bm, index)
+        for f in bm.spec.functions:
+            off = _probe_offset(f.code)
+            targets.setdefault(bm.spec.base + f.rva + off, (bm.spec.base + f.rva, "%s!%s" % (mod, f.name), off))
+    for frame in built.spec.stack:
+        if frame.function is not None:
+            start = frame.module.base + frame.function.rva
+            mod = debugger_name(frame.module, frame.module is built.spec.kernel)
+            targets.setdefault(frame.address, (start, "%s!%s" % (mod, frame.function.name), frame.address - start))
+    return list(targets.items())
+
+
+def _ln_fact(expected: Tuple[int, str, int]) -> str:
+    start, name, off = expected
+    return "ln %s%s" % (name, "+0x%x" % off if off else "")
+
+
 def symbol_commands(built) -> List[str]:
     """`.reload` then x, ln, dt on what the builder put in the PDBs and in memory (sympath = symstore)."""
     cmds = [".reload"]
     for index, bm in enumerate(built.modules):
         cmds.append("x %s!*" % _module_name(bm, index))
-    for bm in built.modules:
-        for f in bm.spec.functions:
-            cmds.append("ln %x" % (bm.spec.base + f.rva + _probe_offset(f.code)))
+    for address, _expected in _ln_targets(built):
+        cmds.append("ln %x" % address)
     for bm in built.modules:
         cmds.append("dt nt!_KLDR_DATA_TABLE_ENTRY %x" % bm.ldr_entry)
     for name in kernel_isf(built)["user_types"]:
         cmds.append("dt -v nt!%s" % name)
+    for name in kernel_isf(built)["user_types"]:
+        cmds.append("dt nt!%s" % name)
+    entry = built.modules[-1].ldr_entry
+    cmds.append("dt nt!_LIST_ENTRY %x" % entry)                     # its InLoadOrderLinks
+    cmds.append("dt nt!_UNICODE_STRING %x" % (entry + 0x58))        # its BaseDllName
     cmds.append("dt nt!_PHYSICAL_MEMORY_DESCRIPTOR poi(nt!MmPhysicalMemoryBlock)")
     for i in range(len(built.spec.runs)):
         cmds.append("dt nt!_PHYSICAL_MEMORY_RUN poi(nt!MmPhysicalMemoryBlock)+0x%x" % (0x10 + 0x10 * i))
     return cmds
 
 
-def check_symbols(cc: CrossCheck, outs: List[E.CommandOutput], built, info: DumpInfo, target: Target) -> None:
-    """x / ln / dt against the builder's symbols and layouts, the spec and pytriage's reads."""
+# --- dt: the engine's text against pytriage's dt (pytriage/commands/dt.py) ------------------------------
+
+_DT_NUMBER = re.compile(r"^(?:0x([0-9a-f`]+)|([0-9]))$")
+_DT_POINTER = re.compile(r"^0x([0-9a-f]{8}`[0-9a-f]{8})\s+(.*)$")
+
+
+def dt_value_key(text: str) -> object:
+    """What a dt value means, for the spellings known to differ between the engine and pytriage:
+    integers (the engine writes 0-9 in decimal without 0x, and a Uint8B without leading zeros) and
+    pointers (what follows the address: the engine shows the pointee -- the string of a ``Ptr64 Wchar``,
+    ``[ Flink - Blink ]`` of a ``Ptr64 _LIST_ENTRY`` -- pytriage its type; NULL is ``(null)``)."""
+    m = _DT_NUMBER.match(text)
+    if m:
+        return ("integer", int(m.group(1).replace("`", ""), 16) if m.group(1) else int(m.group(2)))
+    m = _DT_POINTER.match(text)
+    if m:
+        return ("pointer", int(m.group(1).replace("`", ""), 16))
+    if text == "(null)":               # the engine's NULL pointer
+        return ("pointer", 0)
+    return text
+
+
+def check_dt_lines(cc: CrossCheck, fact: str, out: E.CommandOutput, ours: List[str]) -> None:
+    """Engine `dt` lines against pytriage's (its title line dropped), member by member: same offset and
+    name, and the same text after the colon, or the same value where only the spelling differs (recorded
+    in ``cc.format_differences``)."""
+    engine_rows = E.parse_dt_members(out)
+    our_rows = E.parse_dt_members(E.CommandOutput(out.command, "\n".join(ours[1:]), 0))
+    summary = E.dt_summary(out)
+    if summary is not None:            # pytriage prints its title line there instead
+        cc.format_differences.setdefault((" ".join(out.command.split()[:2]), "(line before the members)"),
+                                         (summary, ours[0]))
+    theirs, mine = [], []
+    for (off, name, text), ours_row in zip(engine_rows, our_rows + [None] * len(engine_rows)):
+        theirs.append((off, name, dt_value_key(text)))
+        if ours_row is not None:
+            mine.append((ours_row[0], ours_row[1], dt_value_key(ours_row[2])))
+            if ours_row[2] != text and dt_value_key(ours_row[2]) == dt_value_key(text):
+                cc.format_differences.setdefault((" ".join(out.command.split()[:2]), name), (text, ours_row[2]))
+    mine.extend((off, name, dt_value_key(text)) for off, name, text in our_rows[len(engine_rows):])
+    cc.add(fact, dbgeng=theirs, pytriage=mine)
+
+
+def pytriage_dt_v(symbolizer: Symbolizer, module: str, layout: StructLayout) -> Tuple[object, ...]:
+    """pytriage's layout of a type in `dt -v`'s shape (the test renders it; pytriage's dt has no -v)."""
+    def render(ref: Optional[TypeRef]) -> str:
+        if ref is None:
+            return "Void"
+        if ref.kind == "base":
+            return windbg_base_name(ref.name)
+        if ref.kind == "pointer":
+            return "Ptr64 to " + render(ref.target)
+        if ref.kind == "array":
+            return "[%d] %s" % (ref.count, render(ref.target))
+        if ref.kind in ("struct", "union", "class"):
+            nested = symbolizer.type_layout("%s!%s" % (module, ref.name))[0]
+            count = len(nested.fields) if isinstance(nested, StructLayout) else 0
+            return "%s %s, %d elements, 0x%x bytes" % (ref.kind, ref.name, count, nested.size)
+        return "%s %s" % (ref.kind, ref.name)
+    return (layout.kind, layout.name, len(layout.fields), layout.size,
+            [(f.offset, f.name, render(f.type)) for f in layout.fields])
+
+
+def _pytriage_layout(symbolizer: Symbolizer, type_name: str) -> Optional[StructLayout]:
+    try:
+        layout, _where = symbolizer.type_layout(type_name)
+    except PytriageError:
+        return None
+    return layout if isinstance(layout, StructLayout) else None
+
+
+def check_symbols(cc: CrossCheck, outs: List[E.CommandOutput], built, info: DumpInfo, target: Target,
+                  symbolizer: Symbolizer) -> None:
+    """x / ln / dt against the builder's symbols and layouts, the spec, pytriage's reads and pytriage's
+    symbolizer and dt (``symbolizer`` reads the same symbol store as the engine)."""
     if outs[0].command != ".reload":
         raise E.EngineError("symbol outputs must start with .reload, not %r" % outs[0].command)
     i = 1
@@ -222,16 +368,16 @@ def check_symbols(cc: CrossCheck, outs: List[E.CommandOutput], built, info: Dump
         ours = sorted(("%s!%s" % (mod, name), bm.spec.base + rva, "function" if name in functions else "data")
                       for name, rva in bm.symbols.items())
         theirs = sorted(("%s!%s" % (m, name), addr, kind) for m, addr, name, kind in E.parse_x(outs[i]))
-        cc.add("x %s" % mod, dbgeng=theirs, builder=ours)
+        module = target.module_by_name(mod)
+        cc.add("x %s" % mod, dbgeng=theirs, builder=ours,
+               pytriage=pytriage_x(symbolizer, module) if module is not None else None)
         i += 1
-    for index, bm in enumerate(built.modules):
-        mod = _module_name(bm, index)
-        for f in bm.spec.functions:
-            off = _probe_offset(f.code)
-            fact = "ln %s!%s%s" % (mod, f.name, "+0x%x" % off if off else "")
-            cc.add(fact, dbgeng=E.parse_ln(outs[i]), spec=(bm.spec.base + f.rva, "%s!%s" % (mod, f.name), off))
-            i += 1
+    for address, expected in _ln_targets(built):
+        cc.add(_ln_fact(expected), dbgeng=E.parse_ln(outs[i]), spec=expected,
+               pytriage=pytriage_ln(symbolizer, address))
+        i += 1
     ours_by_base = {m.base: m for m in info.modules}
+    kldr = _pytriage_layout(symbolizer, "nt!_KLDR_DATA_TABLE_ENTRY")
     for index, bm in enumerate(built.modules):
         members = {name: text for _off, name, text in E.parse_dt_members(outs[i])}
         missing = {"DllBase", "SizeOfImage", "TimeDateStamp", "BaseDllName"} - set(members)
@@ -243,13 +389,28 @@ def check_symbols(cc: CrossCheck, outs: List[E.CommandOutput], built, info: Dump
         cc.add("dt _KLDR_DATA_TABLE_ENTRY %s" % _module_name(bm, index), dbgeng=engine,
                spec=(bm.spec.base, bm.spec.size, bm.spec.timestamp, bm.spec.name),
                pytriage=None if mine is None else (mine.base, mine.size, mine.timestamp, mine.name))
+        check_dt_lines(cc, "dt values: _KLDR_DATA_TABLE_ENTRY %s" % _module_name(bm, index), outs[i],
+                       _value_lines(kldr, target, bm.ldr_entry, symbolizer))
         i += 1
     types = kernel_isf(built)["user_types"]
     for name, udt in types.items():
         fields = sorted(udt["fields"].items(), key=lambda kv: (kv[1]["offset"], kv[1]["type"].get("bit_position", 0)))
         isf_layout = (udt["kind"], name, len(fields), udt["size"],
                       [(f["offset"], fname, dt_type_text(f["type"], types)) for fname, f in fields])
-        cc.add("dt -v %s" % name, dbgeng=E.parse_dt_layout(outs[i]), isf=isf_layout)
+        layout = _pytriage_layout(symbolizer, "nt!" + name)
+        cc.add("dt -v %s" % name, dbgeng=E.parse_dt_layout(outs[i]), isf=isf_layout,
+               pytriage=pytriage_dt_v(symbolizer, "nt", layout) if layout is not None else None)
+        i += 1
+    for name in types:
+        layout = _pytriage_layout(symbolizer, "nt!" + name)
+        check_dt_lines(cc, "dt layout: %s" % name, outs[i],
+                       pytriage_dt.layout_lines("nt!" + name, layout) if layout is not None else [""])
+        i += 1
+    entry = built.modules[-1].ldr_entry
+    mod = _module_name(built.modules[-1], len(built.modules) - 1)
+    for type_name, address in (("_LIST_ENTRY", entry), ("_UNICODE_STRING", entry + 0x58)):
+        check_dt_lines(cc, "dt values: %s %s" % (type_name, mod), outs[i],
+                       _value_lines(_pytriage_layout(symbolizer, "nt!" + type_name), target, address, symbolizer))
         i += 1
     runs = [(r.base_page, r.pages) for r in built.spec.runs]
     descriptor = target.read_pointer(built.kernel_symbols["MmPhysicalMemoryBlock"])
@@ -259,12 +420,131 @@ def check_symbols(cc: CrossCheck, outs: List[E.CommandOutput], built, info: Dump
            spec=(len(runs), sum(p for _, p in runs)),
            pytriage=(struct.unpack("<I", target.read(descriptor, 4))[0],
                      struct.unpack("<Q", target.read(descriptor + 8, 8))[0]))
+    check_dt_lines(cc, "dt values: _PHYSICAL_MEMORY_DESCRIPTOR", outs[i],
+                   _value_lines(_pytriage_layout(symbolizer, "nt!_PHYSICAL_MEMORY_DESCRIPTOR"), target, descriptor,
+                                symbolizer))
     i += 1
+    run_layout = _pytriage_layout(symbolizer, "nt!_PHYSICAL_MEMORY_RUN")
     for n, run in enumerate(runs):
         members = {name: text for _off, name, text in E.parse_dt_members(outs[i])}
         cc.add("dt _PHYSICAL_MEMORY_RUN %d" % n,
                dbgeng=(E.dt_number(members["BasePage"]), E.dt_number(members["PageCount"])), spec=run,
                pytriage=struct.unpack("<QQ", target.read(descriptor + 0x10 + 0x10 * n, 16)))
+        check_dt_lines(cc, "dt values: _PHYSICAL_MEMORY_RUN %d" % n, outs[i],
+                       _value_lines(run_layout, target, descriptor + 0x10 + 0x10 * n, symbolizer))
         i += 1
     if i != len(outs):
         raise E.EngineError("%d symbol outputs left over" % (len(outs) - i))
+
+
+def _value_lines(layout: Optional[StructLayout], target: Target, address: int, symbolizer: Symbolizer) -> List[str]:
+    """What `pytriage dt nt!<type> <address>` prints (its title line first), or nothing without the type."""
+    if layout is None:
+        return [""]
+    return pytriage_dt.value_lines("nt!" + layout.name, layout, target, address, symbolizer)
+
+
+# --- the crashing thread's stack (spec "stack"): k, .frame /r, .trap ------------------------------------
+
+def stack_commands(built) -> List[str]:
+    """`kvn` from the dump's context, `.frame /r` for every frame, `.trap` + `kn` for each trap frame the
+    builder laid out, and `.cxr` to go back to the dump's context."""
+    if built.stack is None:
+        return []
+    cmds = ["kvn"] + [".frame /r %x" % f.number for f in built.stack.frames]
+    for frame in built.stack.frames:
+        if frame.trap_frame is not None:
+            cmds += [".trap %x" % frame.trap_frame, "kn"]
+    return cmds + [".cxr"]
+
+
+def _k_row(frame) -> Tuple[int, int, str]:
+    return (frame.child_sp, frame.return_address, frame.call_site if isinstance(frame, E.StackFrame) else frame.name)
+
+
+def check_stack(cc: CrossCheck, outs: List[E.CommandOutput], built) -> None:
+    """The engine's walk against the builder's plan: each frame's Child-SP, RetAddr, call site and trap
+    frame; the nonvolatile registers the engine restores for each frame (the values the prologs pushed);
+    the registers of each trap frame and the walk from it."""
+    plan = built.stack
+    if plan is None:
+        if outs:
+            raise E.EngineError("stack outputs without a stack in the spec")
+        return
+    walked = E.parse_k(outs[0])
+    cc.add("k frame count", dbgeng=len(walked), builder=len(plan.frames))
+    for n in range(max(len(walked), len(plan.frames))):
+        theirs = walked[n] if n < len(walked) else None
+        mine = plan.frames[n] if n < len(plan.frames) else None
+        label = mine.name if mine is not None else theirs.call_site      # type: ignore[union-attr]
+        cc.add("k: %02x %s" % (n, label),
+               dbgeng=None if theirs is None else _k_row(theirs) + (theirs.trap_frame,),
+               builder=None if mine is None else _k_row(mine) + (mine.trap_frame,))
+    i = 1
+    for frame in plan.frames:
+        line, regs = E.parse_frame_registers(outs[i])
+        cc.add(".frame /r: %02x" % frame.number,
+               dbgeng=(line.number, regs.get("rip"), regs.get("rsp"), {r: regs.get(r) for r in NONVOLATILE}),
+               builder=(frame.number, frame.rip, frame.child_sp, {r: frame.registers[r] for r in NONVOLATILE}))
+        i += 1
+    for frame in plan.frames:
+        if frame.trap_frame is None:
+            continue
+        interrupted = plan.frames[frame.number + 1]
+        regs = E.parse_registers(outs[i], needed=E.GPRS)
+        cc.add(".trap %x" % frame.trap_frame,
+               dbgeng=(regs.get("rip"), regs.get("rsp"), {r: regs.get(r) for r in VOLATILE}),
+               builder=(interrupted.rip, interrupted.child_sp, {r: interrupted.registers[r] for r in VOLATILE}))
+        cc.add("k after .trap %x" % frame.trap_frame, dbgeng=[_k_row(f) for f in E.parse_k(outs[i + 1])],
+               builder=[_k_row(f) for f in plan.frames[frame.number + 1:]])
+        i += 2
+    if outs[i].command != ".cxr" or i + 1 != len(outs):
+        raise E.EngineError("stack outputs not understood from %r" % outs[i].command)
+
+
+# --- the real corpus dump with the corpus symbol store (amdppm.pdb) ---------------------------------------
+
+CORPUS_AMDPPM_FRAMES = range(8, 14)     # facts' stack frames in amdppm: the engine's walk from .cxr (README)
+
+
+def rizin_to_windbg(symbol: str) -> str:
+    """``pdb.amdppm.WriteIoMemRawEx+112`` (rizin, decimal) -> ``amdppm!WriteIoMemRawEx+0x70``."""
+    _pdb, module, rest = symbol.split(".", 2)
+    name, _, offset = rest.partition("+")
+    return "%s!%s%s" % (module, name, "+0x%x" % int(offset) if offset and int(offset) else "")
+
+
+def corpus_symbol_commands(facts: Dict[str, Any]) -> List[str]:
+    """`kn` after `.cxr` (the caller runs it first), `x amdppm!*` and `ln` at every amdppm frame."""
+    frames = facts["stack"]["frames"]
+    return ["kn", "x amdppm!*"] + ["ln %x" % int(frames[n]["address"], 16) for n in CORPUS_AMDPPM_FRAMES]
+
+
+def check_corpus_symbols(cc: CrossCheck, outs: List[E.CommandOutput], facts: Dict[str, Any], target: Target,
+                         symbolizer: Symbolizer) -> None:
+    """The engine's walk from the 0x7E CONTEXT, its `x` and `ln` with amdppm.pdb, against the corpus facts
+    (rizin's walk) and pytriage's symbolizer reading the same store."""
+    frames = facts["stack"]["frames"]
+    walked = E.parse_k(outs[0])
+    for k, n in enumerate(CORPUS_AMDPPM_FRAMES):
+        theirs = walked[k] if k < len(walked) else None
+        expected = rizin_to_windbg(frames[n]["rizin_symbol"])
+        cc.add("k: %02x %s" % (k, expected), dbgeng=None if theirs is None else _k_row(theirs),
+               corpus_facts=(int(frames[n]["sp"], 16), int(frames[n + 1]["address"], 16), expected))
+    rows = E.parse_x(outs[1])
+    module = target.module_by_name("amdppm")
+    ours = {name: address for name, address, _kind in pytriage_x(symbolizer, module)} if module else {}
+    # dbghelp undecorates names (``__imp_X`` -> ``_imp_X``, C++ names) and hides string literals; the
+    # names both spell alike must sit at the same address.
+    common = sorted((m + "!" + name, addr) for m, addr, name, _kind in rows if m + "!" + name in ours)
+    if len(common) < 600:
+        raise AssertionError("only %d of the engine's %d amdppm names are also pytriage's" % (len(common), len(rows)))
+    cc.add("x amdppm: the %d names both spell alike" % len(common), dbgeng=common,
+           pytriage=[(name, ours[name]) for name, _addr in common])
+    for k, n in enumerate(CORPUS_AMDPPM_FRAMES):
+        address = int(frames[n]["address"], 16)
+        expected = rizin_to_windbg(frames[n]["rizin_symbol"])
+        name, _, off = expected.partition("+0x")
+        start = address - (int(off, 16) if off else 0)
+        cc.add("ln %s" % expected, dbgeng=E.parse_ln(outs[2 + k]), corpus_facts=(start, name, address - start),
+               pytriage=pytriage_ln(symbolizer, address))

@@ -1,6 +1,6 @@
 """Run Microsoft's debugger engine (dbgeng.dll under wine, ../shared/tools/dbgeng-wine) and parse what
 it prints for the built-in commands we compare with: vertarget, .bugcheck, r, lm, db, dq, and with a
-symbol path x, ln, dt and dt -v.
+symbol path x, ln, dt and dt -v; for stacks k/kn/kvn, .frame /r and .trap.
 
 The parsers are strict: a line they do not recognise where they expect data raises, so a change in the
 engine's output shows up as a test failure instead of an empty comparison that passes.
@@ -107,15 +107,17 @@ def parse_bugcheck(out: CommandOutput) -> Tuple[int, List[int]]:
 _REG = re.compile(r"\b([a-z][a-z0-9]{0,5})=([0-9a-f]+)\b")
 
 
-def parse_registers(out: CommandOutput) -> Dict[str, int]:
-    """`r` on x64: the three-per-line GPRs, segment registers and efl."""
+GPRS = {"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rip", "rsp", "rbp", "r8", "r15"}
+
+
+def parse_registers(out: CommandOutput, needed=frozenset(GPRS | {"cs", "efl"})) -> Dict[str, int]:
+    """`r` on x64: the three-per-line GPRs, segment registers and efl (`.trap` shows no segments)."""
     regs: Dict[str, int] = {}
     for line in out.lines:
         if line.startswith(("iopl=",)) or ":" in line.split("=")[0]:
             continue
         for name, value in _REG.findall(line):
             regs[name] = int(value, 16)
-    needed = {"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rip", "rsp", "rbp", "r8", "r15", "cs", "efl"}
     if not needed <= set(regs):
         raise EngineError("r output lacks %s:\n%s" % (sorted(needed - set(regs)), out.text))
     return regs
@@ -172,11 +174,12 @@ def parse_dq(out: CommandOutput) -> List[int]:
 # --- symbol commands (need the scenario's symbol store as the symbol path) ---------------------------
 
 _ADDR = r"([0-9a-f]{8}`[0-9a-f]{8})"
-_X_LINE = re.compile(r"^" + _ADDR + r" ([A-Za-z0-9_]+)!(\S+) (\(<no parameter info>\)|= <no type information>)$")
+_X_LINE = re.compile(r"^" + _ADDR + r" ([A-Za-z0-9_]+)!(\S+) (\(.*\)|= <no type information>)$")
 
 
 def parse_x(out: CommandOutput) -> List[Tuple[str, int, str, str]]:
-    """`x module!*` on public symbols: (module, address, name, "function" or "data") per line."""
+    """`x module!*`: (module, address, name, "function" or "data") per line (a function shows its
+    parameters, ``(<no parameter info>)`` for a public, data ``= <no type information>``)."""
     rows = []
     for line in out.lines:
         m = _X_LINE.match(line)
@@ -192,9 +195,18 @@ _LN_FIRST = re.compile(r"^" + _LN_SYM + r"(?:\s+\|\s+" + _LN_SYM + r")?\s*$")
 _LN_EXACT = re.compile(r"^\s+([A-Za-z0-9_]+)!(\S+) (\(<no parameter info>\)|= <no type information>)$")
 
 
+# What the engine says under wine about images it cannot map (README of the tool): not about the answer.
+_IMAGE_NOISE = ("Unable to change protection for image", "*** WARNING: Unable to verify timestamp for ",
+                "*** ERROR: Module load completed but symbols could not be loaded for ")
+
+
+def without_image_noise(lines: List[str]) -> List[str]:
+    return [line for line in lines if not line.startswith(_IMAGE_NOISE)]
+
+
 def parse_ln(out: CommandOutput) -> Tuple[int, str, int]:
     """`ln addr`: (symbol start, "module!name", offset of addr in it) of the nearest symbol below."""
-    lines = out.lines
+    lines = without_image_noise(out.lines)
     if not lines:
         raise EngineError("ln printed nothing")
     m = _LN_FIRST.match(lines[0])
@@ -211,10 +223,21 @@ _DT_MEMBER = re.compile(r"^   \+0x([0-9a-f]+) (\S+)\s*: (.*)$")
 _DT_HEADER = re.compile(r"^(struct|union) (\S+), (\d+) elements, 0x([0-9a-f]+) bytes$")
 
 
+_DT_SUMMARY = re.compile(r'^ (\[ .* \]|".*")$')
+
+
+def dt_summary(out: CommandOutput) -> Optional[str]:
+    """The line `dt _LIST_ENTRY addr` / `dt _UNICODE_STRING addr` prints before the members, if any."""
+    lines = out.lines
+    return lines[0].strip() if lines and _DT_SUMMARY.match(lines[0]) else None
+
+
 def parse_dt_members(out: CommandOutput) -> List[Tuple[int, str, str]]:
-    """`dt type [addr]`: (offset, member, the text after the colon) for every line."""
+    """`dt type [addr]`: (offset, member, the text after the colon) for every line (a summary line
+    before them, see dt_summary, is skipped)."""
     rows = []
-    for line in out.lines:
+    lines = out.lines
+    for line in lines[1:] if dt_summary(out) is not None else lines:
         m = _DT_MEMBER.match(line)
         if not m:
             raise EngineError("dt line not understood: %r" % line)
@@ -255,3 +278,44 @@ def dt_unicode_string(text: str) -> str:
     if not m:
         raise EngineError("dt _UNICODE_STRING value not understood: %r" % text)
     return m.group(1)
+
+
+# --- stacks -----------------------------------------------------------------------------------------------
+
+_K_LINE = re.compile(r"^([0-9a-f]{2,}) " + _ADDR + " " + _ADDR + r"(?: : (?:[0-9a-f]{8}`[0-9a-f]{8} ){4}:)? (.+?)"
+                     r"(?: \(TrapFrame @ " + _ADDR + r"\))?$")
+
+
+@dataclass
+class StackFrame:
+    number: int
+    child_sp: int
+    return_address: int
+    call_site: str
+    trap_frame: Optional[int] = None
+
+
+def parse_k(out: CommandOutput) -> List[StackFrame]:
+    """`kn` / `kvn`: one StackFrame per line (the `kv` arguments are read past, "TrapFrame @" is kept)."""
+    frames = []
+    for line in without_image_noise(out.lines):
+        if line.startswith(" # Child-SP") or line.strip().startswith("*** Stack trace for last set context"):
+            continue
+        m = _K_LINE.match(line)
+        if not m:
+            raise EngineError("k line not understood: %r" % line)
+        frames.append(StackFrame(int(m.group(1), 16), _hex(m.group(2)), _hex(m.group(3)), m.group(4),
+                                 _hex(m.group(5)) if m.group(5) else None))
+    if not frames:
+        raise EngineError("k printed no frames:\n%s" % out.text)
+    return frames
+
+
+def parse_frame_registers(out: CommandOutput) -> Tuple[StackFrame, Dict[str, int]]:
+    """`.frame /r N`: the frame's `k` line and the registers as the engine unwound them for it."""
+
+    lines = without_image_noise(out.lines)
+    if not lines:
+        raise EngineError(".frame printed nothing")
+    frame = parse_k(CommandOutput(out.command, lines[0], out.hr))[0]
+    return frame, parse_registers(CommandOutput(out.command, "\n".join(lines[1:]), out.hr))

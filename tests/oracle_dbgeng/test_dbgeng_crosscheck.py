@@ -4,8 +4,9 @@ For every built-in scenario (full and bitmap) the engine must open the dump with
 fact by fact, with the spec and with `pytriage info` on vertarget, .bugcheck, r, lm, db (virtual and
 physical) and dq; with the scenario's symbol store as its symbol path (real PDBs written by
 pytriage.scenarios.pdb_writer) it must list every public with `x`, name every function with `ln`, and
-show the builder's structures with `dt`. On the real corpus dump it must agree with pytriage and with
-the corpus facts.
+show the builder's structures with `dt`, as pytriage's symbolizer and `pytriage dt` do with the same
+store; and `k` must walk exactly the spec's stack. On the real corpus dump it must agree with pytriage
+and with the corpus facts, with amdppm.pdb from the corpus symbol store on both sides.
 """
 
 import os
@@ -17,11 +18,12 @@ import pytest
 from pytriage.commands.info import gather_info
 from pytriage.scenarios import build_builtin, builtin_names
 from pytriage.target.offline import OfflineDumpTarget
-from tests.conftest import file_offset_of_va
+from tests.conftest import CORPUS, file_offset_of_va
 from tests.oracle_dbgeng import crosscheck as X
 from tests.oracle_dbgeng import engine as E
 
 SCENARIOS = [name for name, _ in builtin_names()]
+CORPUS_SYMSTORE = os.path.join(CORPUS, "symstore")
 
 
 def _h(value):
@@ -29,18 +31,27 @@ def _h(value):
 
 
 def _crosscheck(built, dump_path=None, symstore=None):
-    """One engine session: header and memory commands, then `.reload` and the symbol commands."""
+    """One engine session: header and memory commands, `.reload` and the symbol commands, then the stack
+    commands; pytriage's symbolizer reads the same symbol store as the engine."""
     dump_path = dump_path or built.dump_path
+    symstore = symstore or built.symstore_path
     memory = X.memory_commands(built)
-    commands = X.header_commands() + memory + X.symbol_commands(built)
-    outs = E.run_engine(dump_path, commands, sympath=symstore or built.symstore_path)
+    symbols = X.symbol_commands(built)
+    commands = X.header_commands() + memory + symbols + X.stack_commands(built)
+    outs = E.run_engine(dump_path, commands, sympath=symstore)
     target = OfflineDumpTarget.open(dump_path)
     try:
         info = gather_info(target, dump_path)
-        cc = X.CrossCheck("%s (%s)" % (built.spec.name, built.dump_type))
-        X.check_header(cc, outs[:4], info, built.spec)
-        X.check_memory(cc, outs[4:4 + len(memory)], built, target)
-        X.check_symbols(cc, outs[4 + len(memory):], built, info, target)
+        symbolizer = X.pytriage_symbolizer(target, symstore)
+        try:
+            cc = X.CrossCheck("%s (%s)" % (built.spec.name, built.dump_type))
+            X.check_header(cc, outs[:4], info, built.spec, spec_context=built.context)
+            X.check_memory(cc, outs[4:4 + len(memory)], built, target)
+            start = 4 + len(memory)
+            X.check_symbols(cc, outs[start:start + len(symbols)], built, info, target, symbolizer)
+            X.check_stack(cc, outs[start + len(symbols):], built)
+        finally:
+            symbolizer.close()
     finally:
         target.close()
     return cc, outs
@@ -56,27 +67,34 @@ def test_engine_spec_and_pytriage_agree(dbgeng_available, record_crosscheck, tmp
     assert not failed, failed
     for out in outs:
         assert "could not be read" not in out.text and "Unable to" not in out.text, (out.command, out.text)
-    assert len(cc.checks) >= 45 + 6 + 4 + 6 + 5 + 5
+    assert len(cc.checks) >= 100
     assert not cc.mismatches, cc.report()
 
 
 def test_engine_and_pytriage_agree_on_the_real_dump(dbgeng_available, record_crosscheck, triage_dump_path,
                                                     triage_facts):
+    """With the corpus symbol store (amdppm.pdb, the Wdf01000 image) as both sides' symbol path."""
     param4 = _h(triage_facts["bugcheck"]["parameters"][3])     # 0x7E: parameter 4 is a CONTEXT
-    commands = X.header_commands() + [".cxr %x" % param4, "r"]
-    outs = E.run_engine(triage_dump_path, commands)
+    commands = X.header_commands() + [".cxr %x" % param4, "r"] + X.corpus_symbol_commands(triage_facts)
+    outs = E.run_engine(triage_dump_path, commands, sympath=CORPUS_SYMSTORE)
     target = OfflineDumpTarget.open(triage_dump_path)
     try:
         info = gather_info(target, triage_dump_path)
+        cc = X.CrossCheck("corpus triage_x64.dmp")
+        at_bugcheck = {k: _h(v) for k, v in triage_facts["registers_at_bugcheck"]["regs"].items()}
+        at_bugcheck.setdefault("rflags", at_bugcheck.get("efl"))
+        X.check_header(cc, outs[:4], info, registers=at_bugcheck, registers_source="corpus facts")
+        X.check_registers(cc, outs[5], dict(info.context or {}), label=".cxr parameter 4")
+        symbolizer = X.pytriage_symbolizer(target, CORPUS_SYMSTORE)
+        try:
+            X.check_corpus_symbols(cc, outs[6:], triage_facts, target, symbolizer)
+        finally:
+            symbolizer.close()
     finally:
         target.close()
-    cc = X.CrossCheck("corpus triage_x64.dmp")
-    at_bugcheck = {k: _h(v) for k, v in triage_facts["registers_at_bugcheck"]["regs"].items()}
-    at_bugcheck.setdefault("rflags", at_bugcheck.get("efl"))
-    X.check_header(cc, outs[:4], info, registers=at_bugcheck, registers_source="corpus facts")
-    X.check_registers(cc, outs[5], dict(info.context or {}), label=".cxr parameter 4")
     record_crosscheck(cc)
-    assert len(cc.checks) >= 200
+    assert [o.command for o in outs if o.hr != 0] == []
+    assert len(cc.checks) >= 219
     assert not cc.mismatches, cc.report()
 
 
@@ -105,6 +123,31 @@ def test_crosscheck_reports_a_corrupted_size_of_image(dbgeng_available, tmp_path
     assert dt["dbgeng"][1] == dt["pytriage"][1] == victim.spec.size + 0x1000 != dt["spec"][1]
 
 
+def test_crosscheck_reports_a_corrupted_return_address(dbgeng_available, tmp_path):
+    """The `k` facts can fail: frame 4's return address on the stack is replaced, in the dump, by another
+    plausible one (just after the call in ndis!NdisFSendNetBufferLists), so the walk goes elsewhere."""
+    built = build_builtin("basic", str(tmp_path), "full")
+    frames = built.stack.frames
+    slot = next(va for va, value in built.stack.writes.items() if value == frames[4].rip)
+    ndis = next(m for m in built.modules if m.spec.name == "ndis.sys")
+    elsewhere = ndis.spec.base + ndis.spec.functions[0].rva + 7          # after its `call [rax+18h]`
+    corrupted = str(tmp_path / "corrupted.dmp")
+    shutil.copyfile(built.dump_path, corrupted)
+    with open(corrupted, "r+b") as fh:
+        fh.seek(file_offset_of_va(corrupted, slot))
+        fh.write(struct.pack("<Q", elsewhere))
+    cc, _ = _crosscheck(built, corrupted)
+    bad = [c.fact for c in cc.mismatches]
+    # Frames 0-2 still agree; frame 3 returns elsewhere, and every fact about the frames above it is off.
+    assert "k: 03 " + frames[3].name in bad and "k: 04 " + frames[4].name in bad, cc.report()
+    assert not any(f.startswith("k: 0%d" % n) for f in bad for n in range(3)), cc.report()
+    assert all(f.startswith(("k", ".frame /r")) for f in bad), cc.report()
+    k3 = next(c for c in cc.mismatches if c.fact.startswith("k: 03")).values
+    assert k3["dbgeng"][1] == elsewhere and k3["builder"][1] == frames[4].rip
+    k4 = next(c for c in cc.mismatches if c.fact.startswith("k: 04")).values
+    assert k4["dbgeng"][2] == "ndis!NdisFSendNetBufferLists+0x7"
+
+
 def _patch_once(path, old, new):
     with open(path, "rb") as fh:
         data = fh.read()
@@ -127,14 +170,23 @@ def test_crosscheck_reports_a_doctored_pdb(dbgeng_available, tmp_path):
     _patch_once(pdb, b"\x08\x00Blink\x00", b"\x10\x00Blink\x00")
     cc, _ = _crosscheck(built, symstore=store)
     probe = len(driver.spec.functions[1].code) // 2
+    frame = "contosolwf!FilterReceiveNetBufferLists+0x9"          # frame 3 of the stack: the faulting rip
+    trap = built.stack.frames[2].trap_frame
     assert [c.fact for c in cc.mismatches] == [
-        "x contosolwf", "ln contosolwf!FilterReceiveNetBufferLists+0x%x" % probe, "dt -v _LIST_ENTRY"], cc.report()
+        "x contosolwf", "ln contosolwf!FilterReceiveNetBufferLists+0x%x" % probe, "dt -v _LIST_ENTRY",
+        "k: 03 " + frame, "k after .trap %x" % trap], cc.report()
+    # The engine and pytriage read the same doctored PDBs and agree with each other: the spec catches both.
     x = cc.mismatches[0].values
     assert ("contosolwf!FilterReceiveNetBufferLists", driver.spec.base + 0x1024, "function") in x["dbgeng"]
+    assert x["pytriage"] == x["dbgeng"] != x["builder"]
     ln = cc.mismatches[1].values
-    assert ln["dbgeng"] == (driver.spec.base + 0x1024, "contosolwf!FilterReceiveNetBufferLists", probe - 4)
+    assert ln["dbgeng"] == ln["pytriage"] == (driver.spec.base + 0x1024, "contosolwf!FilterReceiveNetBufferLists",
+                                              probe - 4)
     layout = cc.mismatches[2].values
-    assert layout["dbgeng"][4][1][:2] == (0x10, "Blink") and layout["isf"][4][1][:2] == (8, "Blink")
+    assert layout["dbgeng"][4][1][:2] == layout["pytriage"][4][1][:2] == (0x10, "Blink")
+    assert layout["isf"][4][1][:2] == (8, "Blink")
+    k = cc.mismatches[3].values
+    assert k["dbgeng"][2] == "contosolwf!FilterReceiveNetBufferLists+0x5" and k["dbgeng"][:2] == k["builder"][:2]
 
 
 def test_crosscheck_reports_a_wrong_answer_from_pytriage(dbgeng_available, tmp_path):
@@ -148,5 +200,5 @@ def test_crosscheck_reports_a_wrong_answer_from_pytriage(dbgeng_available, tmp_p
         target.close()
     info.modules[2].size += 0x1000
     cc = X.CrossCheck("doctored")
-    X.check_header(cc, outs, info, built.spec)
+    X.check_header(cc, outs, info, built.spec, spec_context=built.context)
     assert [c.fact for c in cc.mismatches] == ["lm ndis"], cc.report()
