@@ -120,8 +120,11 @@ def _cmd_dt(args: argparse.Namespace) -> int:
         symbolizer, path, store = _open_symbolizer(target, args)
         try:
             layout, where = symbolizer.type_layout(args.type)
-            module = args.type.split("!", 1)[0] if "!" in args.type else where.split(" ", 1)[0]
-            title = "%s!%s" % (module, layout.name) if not where.startswith("builtin") else layout.name
+            # Like the engine: a title only when the user did not say which module the type is from.
+            title: Optional[str] = None
+            if "!" not in args.type:
+                title = layout.name if where.startswith("builtin") else "%s!%s" % (where.split(" ", 1)[0],
+                                                                                  layout.name)
             address = None
             if args.address is not None:
                 address = parse_address(args.address) if looks_like_address(args.address) \

@@ -1,9 +1,15 @@
 """`pytriage dt DUMP TYPE [ADDR]`: a type's layout, or a structure in the dump, the way WinDbg's `dt` shows it.
 
-Shapes copied from the debugger so users read it at a glance: ``   +0x008 Blink            : Ptr64 _LIST_ENTRY``
-for layouts; with an address, values: ``0x`` hex for unsigned, ``0n`` decimal for signed, ``0y`` binary
-for bitfields, ``_LIST_ENTRY [ Flink - Blink ]``, ``_UNICODE_STRING "text"``, ``Ptr64`` values with the
-pointee type, ``[N] first-element`` for arrays. Unreadable memory shows ``??`` for that member only.
+The shapes are Microsoft's debugger engine's own, checked line by line against it in the dbgeng tier
+(tests/oracle_dbgeng): ``   +0x008 Blink            : Ptr64 _LIST_ENTRY`` for layouts (a ``module!_TYPE``
+title only when the type was named without its module); with an address, unsigned values 0-9 in
+decimal and larger ones as ``0x`` hex whatever their size, ``0n`` decimal for signed, ``0y`` binary for
+bitfields, ``_LIST_ENTRY [ Flink - Blink ]``, ``_UNICODE_STRING "text"``, pointers as the backtick-split
+address followed by the pointee type (``Void``, ``_EPROCESS``), by the string for ``Ptr64 Wchar``/``Char``,
+by ``_LIST_ENTRY [ Flink - Blink ]`` of the entry pointed to, and ``(null)`` for NULL; a struct array
+as ``[N] _TYPE``, a scalar array as ``[N] first-element``. ``dt _LIST_ENTRY ADDR`` and
+``dt _UNICODE_STRING ADDR`` start with the ``[ Flink - Blink ]`` / ``"text"`` summary line, as the
+engine does. Unreadable memory shows ``??`` for that member only.
 """
 
 import struct
@@ -16,6 +22,7 @@ from pytriage.symbols.types import EnumLayout, Field, StructLayout, TypeLayout, 
 _MIN_NAME_WIDTH = 16
 _SIGNED = {"char", "signed char", "short", "int", "long", "long long", "__int128", "wchar_t"}
 _MAX_STRING = 512
+_STRING_POINTEES = ("wchar_t", "char16_t", "char", "signed char", "unsigned char")
 
 
 def type_spelling(ref: TypeRef) -> str:
@@ -37,8 +44,8 @@ def _field_type_text(member: Field) -> str:
     return type_spelling(member.type)
 
 
-def layout_lines(title: str, layout: TypeLayout) -> List[str]:
-    lines = [title]
+def layout_lines(title: Optional[str], layout: TypeLayout) -> List[str]:
+    lines = [title] if title else []
     if isinstance(layout, EnumLayout):
         for name, value in layout.values:
             lines.append("   %s = 0n%d" % (name, value))
@@ -47,6 +54,15 @@ def layout_lines(title: str, layout: TypeLayout) -> List[str]:
     for member in layout.fields:
         lines.append("   +0x%03x %-*s : %s" % (member.offset, width, member.name, _field_type_text(member)))
     return lines
+
+
+def unsigned_text(value: int) -> str:
+    """The engine's unsigned spelling: 0-9 in decimal, anything larger as 0x hex (no padding)."""
+    return "%d" % value if 0 <= value < 10 else "0x%x" % value
+
+
+def pointer_text(value: int) -> str:
+    return "0x" + format_address(value)
 
 
 class _ValueReader:
@@ -69,9 +85,25 @@ class _ValueReader:
             return "%s '%s'" % (("0n%d" % value) if signed and value < 0 else "0x%x" % (value & 0xFF), char)
         if signed:
             return "0n%d" % value
-        if size == 8:
-            return "0x" + format_address(value)
-        return "0x%x" % value
+        return unsigned_text(value)
+
+    def c_string(self, va: int, wide: bool) -> str:
+        """A NUL-terminated string at ``va`` (at most _MAX_STRING characters), quoted."""
+        unit = 2 if wide else 1
+        raw = b""
+        while len(raw) < _MAX_STRING * unit:
+            chunk_size = min(64 * unit, 0x1000 - ((va + len(raw)) & 0xFFF))
+            try:
+                chunk = self.target.read(va + len(raw), chunk_size)
+            except MemoryReadError:
+                break
+            raw += chunk
+            ends = [i for i in range(0, len(raw) - unit + 1, unit) if raw[i:i + unit] == b"\0" * unit]
+            if ends:
+                raw = raw[:ends[0]]
+                break
+        text = raw.decode("utf-16-le" if wide else "latin-1", "replace")
+        return '"%s"' % "".join(c if c.isprintable() else "." for c in text)
 
     def unicode_string(self, va: int) -> str:
         length = self.integer(va, 2, False)
@@ -84,6 +116,12 @@ class _ValueReader:
             return '"??"'
         text = raw.decode("utf-16-le", "replace")
         return '"%s"' % "".join(c if c.isprintable() else "." for c in text)
+
+    def list_entry(self, va: int) -> str:
+        return "_LIST_ENTRY %s" % self.list_summary(va)
+
+    def list_summary(self, va: int) -> str:
+        return "[ %s - %s ]" % (pointer_text(self.integer(va, 8, False)), pointer_text(self.integer(va + 8, 8, False)))
 
     def member_value(self, va: int, member: Field) -> str:
         ref = member.type
@@ -98,12 +136,22 @@ class _ValueReader:
             return self.base_value(va, ref)
         if ref.kind == "pointer":
             pointer = self.integer(va, 8, False)
-            target = type_spelling(ref.target) if ref.target is not None else "Void"
-            return "0x%s %s" % (format_address(pointer), target)
+            if pointer == 0:
+                return "(null)"
+            pointee = ref.target
+            if pointee is not None and pointee.kind == "base" and pointee.name in _STRING_POINTEES:
+                return "%s  %s" % (pointer_text(pointer), self.c_string(pointer, pointee.size == 2))
+            if pointee is not None and pointee.name == "_LIST_ENTRY":
+                try:
+                    return "%s %s" % (pointer_text(pointer), self.list_entry(pointer))
+                except MemoryReadError:
+                    pass
+            return "%s %s" % (pointer_text(pointer), type_spelling(pointee) if pointee is not None else "Void")
         if ref.kind == "array":
-            if ref.target is None or ref.count == 0:
-                return "[%d] %s" % (ref.count, type_spelling(ref.target) if ref.target else "?")
-            return "[%d] %s" % (ref.count, self.value(va, ref.target))
+            element = ref.target
+            if element is None or ref.count == 0 or element.kind in ("struct", "union", "class"):
+                return "[%d] %s" % (ref.count, type_spelling(element) if element else "?")
+            return "[%d] %s" % (ref.count, self.value(va, element))
         if ref.kind == "enum":
             value = self.integer(va, ref.size or 4, True)
             name = None
@@ -115,16 +163,22 @@ class _ValueReader:
                     name = None
             return "0n%d%s" % (value, " ( %s )" % name if name else "")
         if ref.name == "_LIST_ENTRY":
-            return "_LIST_ENTRY [ 0x%s - 0x%s ]" % (format_address(self.integer(va, 8, False)),
-                                                   format_address(self.integer(va + 8, 8, False)))
+            return self.list_entry(va)
         if ref.name == "_UNICODE_STRING":
             return "_UNICODE_STRING %s" % self.unicode_string(va)
         return ref.name or "<unnamed-tag>"
 
 
-def value_lines(title: str, layout: StructLayout, target, address: int, symbolizer=None) -> List[str]:
+def value_lines(title: Optional[str], layout: StructLayout, target, address: int, symbolizer=None) -> List[str]:
     reader = _ValueReader(target, symbolizer)
-    lines = [title]
+    lines = [title] if title else []
+    try:
+        if layout.name == "_LIST_ENTRY":
+            lines.append(" " + reader.list_summary(address))
+        elif layout.name == "_UNICODE_STRING":
+            lines.append(" " + reader.unicode_string(address))
+    except MemoryReadError:
+        pass
     width = max([_MIN_NAME_WIDTH] + [len(f.name) for f in layout.fields])
     for member in layout.fields:
         try:

@@ -106,14 +106,16 @@ def test_dt_layout_and_values_on_a_scenario(capsys, basic_full):
     sympath = basic_full.symbols_path
     code, out, err = run(capsys, "dt", basic_full.dump_path, "nt!_LIST_ENTRY", "--symbols", sympath)
     assert (code, err) == (0, "")
-    assert out.splitlines() == ["nt!_LIST_ENTRY",
-                                "   +0x000 Flink            : Ptr64 _LIST_ENTRY",
+    assert out.splitlines() == ["   +0x000 Flink            : Ptr64 _LIST_ENTRY",
                                 "   +0x008 Blink            : Ptr64 _LIST_ENTRY"]
+    # unqualified: the engine names the module it found the type in, and so do we
+    code, out, err = run(capsys, "dt", basic_full.dump_path, "_LIST_ENTRY", "--symbols", sympath)
+    assert out.splitlines()[0] == "nt!_LIST_ENTRY"
     lwf = next(m for m in basic_full.modules if m.spec.name == "contosolwf.sys")
     code, out, err = run(capsys, "dt", basic_full.dump_path, "nt!_KLDR_DATA_TABLE_ENTRY", "%x" % lwf.ldr_entry,
                          "--symbols", sympath)
     assert (code, err) == (0, "")
-    values = {line.split(":", 1)[0].split()[-1]: line.split(":", 1)[1].strip() for line in out.splitlines()[1:]}
+    values = {line.split(":", 1)[0].split()[-1]: line.split(":", 1)[1].strip() for line in out.splitlines()}
     assert values["DllBase"] == "0x%08x`%08x Void" % (lwf.spec.base >> 32, lwf.spec.base & 0xFFFFFFFF)
     assert values["SizeOfImage"] == "0x%x" % lwf.spec.size
     assert values["TimeDateStamp"] == "0x%x" % lwf.spec.timestamp

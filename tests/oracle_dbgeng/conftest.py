@@ -47,7 +47,4 @@ def pytest_terminal_summary(terminalreporter):
         for kind, details in groups.items():
             shown = ", ".join(d for d in details if d)
             tr.write_line("    %s%s" % (kind, " (%d): %s" % (len(details), shown) if shown else ""))
-        for (command, member), (engine_text, ours) in sorted(cc.format_differences.items()):
-            tr.write_line("    dt format difference (same value): %s %s: engine %r, pytriage %r"
-                          % (command, member, engine_text, ours))
     tr.write_line("total: %d facts over %d dumps" % (total, len(REPORTS)))

@@ -7,7 +7,6 @@ their count, and a failing test shows every disagreement at once, not just the f
 
 import json
 import os
-import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -58,7 +57,6 @@ class CrossCheck:
     checks: List[Check] = field(default_factory=list)
     # Same value, different spelling: (dt command, member) -> (engine text, pytriage text). Not a failure:
     # pytriage's dt format is owned elsewhere; the tier reports these so the owner sees every one.
-    format_differences: Dict[Tuple[str, str], Tuple[str, str]] = field(default_factory=dict)
 
     def add(self, fact: str, **values: object) -> None:
         self.checks.append(Check(fact, dict(values)))
@@ -286,45 +284,14 @@ def symbol_commands(built) -> List[str]:
 
 # --- dt: the engine's text against pytriage's dt (pytriage/commands/dt.py) ------------------------------
 
-_DT_NUMBER = re.compile(r"^(?:0x([0-9a-f`]+)|([0-9]))$")
-_DT_POINTER = re.compile(r"^0x([0-9a-f]{8}`[0-9a-f]{8})\s+(.*)$")
-
-
-def dt_value_key(text: str) -> object:
-    """What a dt value means, for the spellings known to differ between the engine and pytriage:
-    integers (the engine writes 0-9 in decimal without 0x, and a Uint8B without leading zeros) and
-    pointers (what follows the address: the engine shows the pointee -- the string of a ``Ptr64 Wchar``,
-    ``[ Flink - Blink ]`` of a ``Ptr64 _LIST_ENTRY`` -- pytriage its type; NULL is ``(null)``)."""
-    m = _DT_NUMBER.match(text)
-    if m:
-        return ("integer", int(m.group(1).replace("`", ""), 16) if m.group(1) else int(m.group(2)))
-    m = _DT_POINTER.match(text)
-    if m:
-        return ("pointer", int(m.group(1).replace("`", ""), 16))
-    if text == "(null)":               # the engine's NULL pointer
-        return ("pointer", 0)
-    return text
-
-
 def check_dt_lines(cc: CrossCheck, fact: str, out: E.CommandOutput, ours: List[str]) -> None:
-    """Engine `dt` lines against pytriage's (its title line dropped), member by member: same offset and
-    name, and the same text after the colon, or the same value where only the spelling differs (recorded
-    in ``cc.format_differences``)."""
-    engine_rows = E.parse_dt_members(out)
-    our_rows = E.parse_dt_members(E.CommandOutput(out.command, "\n".join(ours[1:]), 0))
-    summary = E.dt_summary(out)
-    if summary is not None:            # pytriage prints its title line there instead
-        cc.format_differences.setdefault((" ".join(out.command.split()[:2]), "(line before the members)"),
-                                         (summary, ours[0]))
-    theirs, mine = [], []
-    for (off, name, text), ours_row in zip(engine_rows, our_rows + [None] * len(engine_rows)):
-        theirs.append((off, name, dt_value_key(text)))
-        if ours_row is not None:
-            mine.append((ours_row[0], ours_row[1], dt_value_key(ours_row[2])))
-            if ours_row[2] != text and dt_value_key(ours_row[2]) == dt_value_key(text):
-                cc.format_differences.setdefault((" ".join(out.command.split()[:2]), name), (text, ours_row[2]))
-    mine.extend((off, name, dt_value_key(text)) for off, name, text in our_rows[len(engine_rows):])
-    cc.add(fact, dbgeng=theirs, pytriage=mine)
+    """Engine `dt` text against what `pytriage dt` prints, line for line and character for character:
+    the summary line (``[ Flink - Blink ]``, ``"text"``), every member's offset, name padding and value
+    spelling. The engine's lines are parsed strictly first, so an engine output we do not understand
+    fails as such rather than as a mismatch."""
+    E.parse_dt_members(out)
+    cc.add(fact, dbgeng=[line.rstrip() for line in out.lines],
+           pytriage=[line.rstrip() for line in ours if line.strip()])
 
 
 def pytriage_dt_v(symbolizer: Symbolizer, module: str, layout: StructLayout) -> Tuple[object, ...]:
@@ -404,7 +371,7 @@ def check_symbols(cc: CrossCheck, outs: List[E.CommandOutput], built, info: Dump
     for name in types:
         layout = _pytriage_layout(symbolizer, "nt!" + name)
         check_dt_lines(cc, "dt layout: %s" % name, outs[i],
-                       pytriage_dt.layout_lines("nt!" + name, layout) if layout is not None else [""])
+                       pytriage_dt.layout_lines(None, layout) if layout is not None else [""])
         i += 1
     entry = built.modules[-1].ldr_entry
     mod = _module_name(built.modules[-1], len(built.modules) - 1)
@@ -438,10 +405,10 @@ def check_symbols(cc: CrossCheck, outs: List[E.CommandOutput], built, info: Dump
 
 
 def _value_lines(layout: Optional[StructLayout], target: Target, address: int, symbolizer: Symbolizer) -> List[str]:
-    """What `pytriage dt nt!<type> <address>` prints (its title line first), or nothing without the type."""
+    """What `pytriage dt nt!<type> <address>` prints, or nothing without the type."""
     if layout is None:
         return [""]
-    return pytriage_dt.value_lines("nt!" + layout.name, layout, target, address, symbolizer)
+    return pytriage_dt.value_lines(None, layout, target, address, symbolizer)
 
 
 # --- the crashing thread's stack (spec "stack"): k, .frame /r, .trap ------------------------------------
