@@ -25,6 +25,7 @@ from pytriage.symbols.identity import CodeViewInfo, codeview_from_file, codeview
 from pytriage.symbols.isf import isf_candidates, load_isf
 from pytriage.symbols.source import SymbolSource
 from pytriage.symbols.types import TypeLayout
+from pytriage.symbols.undecorate import display_name, is_hidden
 from pytriage.target.model import Module
 
 _QUALIFIED = re.compile(r"^([^!\s]+)!(.+)$")
@@ -104,6 +105,7 @@ class Symbolizer:
         self.store = store
         self.isf_dirs = list(isf_dirs or [])
         self._modules: Dict[int, ModuleSymbols] = {}
+        self._display_index: Dict[int, Dict[str, int]] = {}
 
     # -- per-module sources -----------------------------------------------------------------------------
     def module_symbols(self, module: Module) -> ModuleSymbols:
@@ -224,13 +226,35 @@ class Symbolizer:
             return Resolution(address, None, None, 0, "none")
         rva = address - module.base
         info = self.module_symbols(module)
-        nearest = info.source.nearest_symbol(rva) if info.source is not None else None
+        nearest = self._nearest_shown(info, rva)
         if nearest is not None and info.kind == "export" and not self._inside_export(info.source, rva):
             nearest = None
         if nearest is None:
             return Resolution(address, module, None, rva, info.kind)
         name, symbol_rva = nearest
         return Resolution(address, module, name, rva - symbol_rva, info.kind)
+
+    @staticmethod
+    def _nearest_shown(info: ModuleSymbols, rva: int) -> Optional[Tuple[str, int]]:
+        """The closest symbol at or below ``rva``, undecorated as the debugger shows it.
+
+        When that symbol is a string literal (``??_C@``: data the debugger never names code by), the
+        function containing ``rva`` is not among the symbols we have -- a literal cannot sit inside a
+        function's code, so every symbol below it ended before it -- and the address stays unnamed
+        (``module+0xoff``) rather than named after a neighbour. PDB names lose their C underscore;
+        ISF tables (volatility3) already did that; export names are shown as exported.
+        """
+        if info.source is None:
+            return None
+        nearest = info.source.nearest_symbol(rva)
+        if nearest is None:
+            return None
+        raw, symbol_rva = nearest
+        if info.kind == "export":
+            return raw, symbol_rva
+        if is_hidden(raw):
+            return None
+        return display_name(raw, info.kind == "pdb"), symbol_rva
 
     @staticmethod
     def _inside_export(source: SymbolSource, rva: int) -> bool:
@@ -257,12 +281,40 @@ class Symbolizer:
             modules = sorted(self.target.modules(), key=lambda m: m.debugger_name != "nt")
             symbol = name.strip()
         for module in modules:
-            source = self.module_symbols(module).source
-            rva = source.symbol_rva(symbol) if source is not None else None
+            info = self.module_symbols(module)
+            rva = info.source.symbol_rva(symbol) if info.source is not None else None
+            if rva is None:
+                rva = self._shown_names(info).get(symbol)
             if rva is not None:
                 return module.base + rva
         raise SymbolError("symbol %s not found%s" % (
             name, "" if match else " in any module (qualify it as module!symbol)"))
+
+    def shown_symbols(self, module: Module) -> List[Tuple[str, int]]:
+        """Every ``(name, address)`` of ``module`` as the debugger's ``x module!*`` lists them:
+        undecorated, string literals left out."""
+        info = self.module_symbols(module)
+        if info.source is None:
+            return []
+        rows = []
+        for raw, rva in info.source.symbols():
+            if info.kind == "export":
+                rows.append((raw, module.base + rva))
+            elif not is_hidden(raw):
+                rows.append((display_name(raw, info.kind == "pdb"), module.base + rva))
+        return sorted(rows)
+
+    def _shown_names(self, info: ModuleSymbols) -> Dict[str, int]:
+        """Undecorated name -> RVA, so users can type what the debugger shows (``FxStubInitTypes``)."""
+        cached = self._display_index.get(info.module.base)
+        if cached is None:
+            cached = {}
+            if info.source is not None and info.kind in ("pdb", "isf"):
+                for raw, rva in info.source.symbols():
+                    if not is_hidden(raw):
+                        cached.setdefault(display_name(raw, info.kind == "pdb"), rva)
+            self._display_index[info.module.base] = cached
+        return cached
 
     def type_layout(self, name: str) -> Tuple[TypeLayout, str]:
         """``module!_TYPE`` or ``_TYPE`` -> (layout, where it came from).

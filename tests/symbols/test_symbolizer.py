@@ -27,7 +27,15 @@ def test_corpus_kernel_frames_symbolize_like_the_facts(corpus_target, triage_fac
     frames = [f for f in triage_facts["stack"]["frames"] if f.get("isf_symbol")]
     assert len(frames) == 20
     for frame in frames:
-        assert symbolizer.format(int(frame["address"], 16)) == frame["isf_symbol"]
+        address = int(frame["address"], 16)
+        if frame["isf_symbol"].startswith("nt!??_C@"):
+            # The facts (and rizin) name frame 1 after the string literal just below it; the debugger
+            # never names code after a literal, and a literal cannot sit inside a function, so the
+            # function is not among the public symbols: we leave it unnamed rather than guess.
+            assert frame["index"] == 1
+            assert symbolizer.format(address) == "nt+0x%x" % (address - corpus_target.module_by_name("nt").base)
+            continue
+        assert symbolizer.format(address) == frame["isf_symbol"]
     nt = symbolizer.module_symbols(corpus_target.module_by_name("nt"))
     assert nt.kind == "isf" and nt.identity is None
     assert any("matched by KdDebuggerDataBlock, PsActiveProcessHead, PsLoadedModuleList" in n for n in nt.notes)
@@ -88,3 +96,27 @@ def test_names_and_types_that_do_not_exist(scenario_target):
     assert layout.offset_of("NetBufferListInfo") == 0x90 and where.startswith("builtin:documented")
     with pytest.raises(SymbolError, match="type _NOPE not found"):
         symbolizer.type_layout("_NOPE")
+
+
+def test_names_are_shown_undecorated_like_the_debugger(corpus_target, tmp_path):
+    from pytriage.symbols.store import SymbolStore
+    from pytriage.symbols.sympath import resolve_symbol_path
+    from pytriage.symbols.undecorate import display_name
+
+    store = SymbolStore(resolve_symbol_path("srv*%s*%s" % (tmp_path, os.path.join(CORPUS, "symstore"))))
+    symbolizer = Symbolizer(corpus_target, store=store)
+    amdppm = corpus_target.module_by_name("amdppm")
+    stub = symbolizer.address_of("amdppm!?FxStubInitTypes@@YAJXZ")        # the PDB's own spelling
+    assert symbolizer.address_of("amdppm!FxStubInitTypes") == stub          # what the debugger shows
+    assert symbolizer.format(stub + 4) == "amdppm!FxStubInitTypes+0x4"
+    handler = symbolizer.address_of("amdppm!__C_specific_handler")
+    assert symbolizer.format(handler) == "amdppm!_C_specific_handler"
+    names = [name for name, _ in symbolizer.shown_symbols(amdppm)]
+    assert len(names) == 810 and not any(n.startswith("??_C@") for n in names)
+    # the forms we undecorate, and the ones we leave alone rather than guess
+    assert display_name("?Release@FxObject@@QEAAJPEAX@Z") == "FxObject::Release"
+    assert display_name("??0SC_DISK@@QEAA@XZ") == "SC_DISK::SC_DISK"
+    assert display_name("??1SC_DEVICE@@UEAA@XZ") == "SC_DEVICE::~SC_DEVICE"
+    assert display_name("??_7NT_DISK@@6B@") == "??_7NT_DISK@@6B@"
+    assert display_name("?f@?$vector@H@std@@QEAAXXZ") == "?f@?$vector@H@std@@QEAAXXZ"
+    assert display_name("_C_specific_handler", strip_c_underscore=False) == "_C_specific_handler"
