@@ -168,3 +168,17 @@ def test_dt_from_the_scenario_pdb_equals_dt_from_its_isf(capsys, basic_bitmap):
         outputs.append(out)
     assert outputs[0] == outputs[1]
     assert "   +0x09c TimeDateStamp    : Uint4B" in outputs[0].splitlines()
+
+
+def test_sym_wildcard_lists_like_x(capsys, tmp_path, triage_dump_path):
+    sympath = "srv*%s*%s" % (tmp_path, SYMSTORE)
+    code, out, err = run(capsys, "sym", triage_dump_path, "amdppm!FxStub*", "--symbols", sympath)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "amdppm!FxStubDriverUnloadCommon", "amdppm!FxStubDriverUnload", "amdppm!FxStubBindClasses",
+        "amdppm!FxStubUnbindClasses", "amdppm!FxStubInitTypes"]
+    assert lines[4] == "fffff804`8b582b90 amdppm!FxStubInitTypes"       # the engine's `x` address
+    code, out, err = run(capsys, "sym", triage_dump_path, "amdppm!NoSuch*", "--json", "--symbols", sympath)
+    record = json.loads(out)["results"][0]
+    assert (record["kind"], record["matches"], record["truncated"]) == ("pattern", [], False)
