@@ -113,7 +113,7 @@ def _build_image(mod: ModuleSpec) -> Tuple[PeImage, int]:
         if start < len(code):
             raise SpecError("%s: function %s at rva 0x%x overlaps the previous one" % (mod.name, f.name, f.rva))
         code += b"\xcc" * (start - len(code)) + f.code
-        functions.append(PeFunction(f.name, f.rva, len(f.code), f.unwind, f.export))
+        functions.append(PeFunction(f.name, f.rva, len(f.code), f.unwind, f.export, f.chain))
     if not code:
         code = bytearray(b"\xc3")
     data_rva = code_rva + (len(code) + PAGE - 1) // PAGE * PAGE
@@ -142,12 +142,17 @@ def _stack_frames(spec: ScenarioSpec) -> List[stack.FrameCode]:
                                         % (f.path, name, registers[name], name, value))
                     registers[name] = value
         func = f.function
+        chain = []
+        parent = func
+        while parent is not None and parent.chain is not None:
+            parent = next(g for g in f.module.functions if g.name == parent.chain)
+            chain.append(parent.unwind if parent.unwind is not None else DEFAULT_UNWIND_INFO)
         frames.append(stack.FrameCode(
             path=f.path, name=f.name, address=f.address, registers=registers,
             code=func.code if func is not None else None,
             code_offset=f.rva - func.rva if func is not None else 0,
             unwind=(func.unwind if func.unwind is not None else DEFAULT_UNWIND_INFO) if func is not None else None,
-            error_code=f.error_code))
+            error_code=f.error_code, chain=chain, epilog=f.epilog))
     return frames
 
 

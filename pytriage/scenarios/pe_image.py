@@ -198,6 +198,8 @@ class PeFunction:
 
     Every function gets a RUNTIME_FUNCTION so that the unwinder and dbgeng can walk through it; ``unwind`` lets a
     scenario describe a real prolog (pushes, stack allocation) when a stack must unwind through this frame.
+    ``chain`` names the primary function this one continues: its UNWIND_INFO gets UNW_FLAG_CHAININFO and the
+    primary's RUNTIME_FUNCTION after its codes (x64 chained unwind info).
     """
 
     name: str
@@ -205,6 +207,7 @@ class PeFunction:
     size: int
     unwind: Optional[bytes] = None
     export: bool = True
+    chain: Optional[str] = None
 
 
 @dataclass
@@ -344,6 +347,40 @@ def _resolve_section(section: PeSection) -> PeSection:
     )
 
 
+def _write_unwind_infos(rdata: "_Blob", by_rva: List[PeFunction]) -> List[int]:
+    """Append every function's UNWIND_INFO to ``rdata`` (primaries first: a chained one needs its primary's
+    RUNTIME_FUNCTION, UnwindInfoAddress included); their RVAs in ``by_rva`` order."""
+    by_name = {f.name: f for f in by_rva}
+    rvas: dict = {}
+    pending = list(by_rva)
+    while pending:
+        progressed = False
+        for func in list(pending):
+            raw = func.unwind if func.unwind is not None else DEFAULT_UNWIND_INFO
+            if func.chain is None:
+                rvas[func.name] = rdata.append(raw)
+            else:
+                parent = by_name.get(func.chain)
+                if parent is None:
+                    raise ValueError(f"function {func.name} is chained to {func.chain}, which is not in the image")
+                if parent.name not in rvas:
+                    continue
+                if raw[0] >> 3 & 7:
+                    raise ValueError(f"function {func.name}: a chained UNWIND_INFO carries no handler flags")
+                count = raw[2]
+                body = bytearray(raw[:4 + 2 * count])
+                body[0] |= 4 << 3                                   # UNW_FLAG_CHAININFO
+                body += bytes(2 * (count & 1))                      # codes padded to an even count
+                body += RUNTIME_FUNCTION.pack({"BeginAddress": parent.rva, "EndAddress": parent.rva + parent.size,
+                                               "UnwindInfoAddress": rvas[parent.name]})
+                rvas[func.name] = rdata.append(bytes(body))
+            pending.remove(func)
+            progressed = True
+        if not progressed:
+            raise ValueError("chained functions %s loop" % ", ".join(f.name for f in pending))
+    return [rvas[f.name] for f in by_rva]
+
+
 def _check_functions(functions: List[PeFunction], text: PeSection) -> None:
     """Functions must lie in .text and not overlap: RUNTIME_FUNCTIONs are binary-searched by the unwinder."""
     text_end = text.rva + text.virtual_size
@@ -359,6 +396,9 @@ def _check_functions(functions: List[PeFunction], text: PeSection) -> None:
             )
         if func.unwind is not None and len(func.unwind) < 4:
             raise ValueError(f"function {func.name}: UNWIND_INFO needs at least its 4-byte header")
+        if func.unwind is not None and len(func.unwind) < 4 + 2 * func.unwind[2]:
+            raise ValueError(f"function {func.name}: UNWIND_INFO says {func.unwind[2]} codes but has "
+                             f"{len(func.unwind)} bytes")
         if func.export:
             if func.name in names:
                 raise ValueError(f"function name {func.name} is exported twice")
@@ -565,7 +605,7 @@ def build_pe_image(
     by_rva = sorted(functions, key=lambda f: f.rva)
     unwind_rvas = []
     if write_pdata:
-        unwind_rvas = [rdata.append(f.unwind if f.unwind is not None else DEFAULT_UNWIND_INFO) for f in by_rva]
+        unwind_rvas = _write_unwind_infos(rdata, by_rva)
     exports = [f for f in functions if f.export]
     directories = {IMAGE_DIRECTORY_ENTRY_DEBUG: (debug_dir_rva, IMAGE_DEBUG_DIRECTORY.size)}
     export_dir_rva = 0

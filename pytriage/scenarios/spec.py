@@ -100,6 +100,7 @@ class FunctionSpec:
     code: bytes
     unwind: Optional[bytes] = None
     export: bool = True
+    chain: Optional[str] = None        # the primary function this one's unwind info is chained to
 
 
 @dataclass
@@ -142,6 +143,7 @@ class StackFrameSpec:
     function: Optional[FunctionSpec] = None      # the spec function containing rva, if any
     registers: Dict[str, int] = field(default_factory=dict)
     error_code: int = 0                # what the processor pushes when this frame is a trap handler
+    epilog: bool = False               # frame 0 / an interrupted frame stopped inside its epilog
 
     @property
     def address(self) -> int:
@@ -201,8 +203,12 @@ def _module(obj: Dict[str, Any], path: str, default_guid_seed: int) -> ModuleSpe
             raise SpecError("%s.name: expected a symbol name (printable ASCII, no spaces)" % fpath)
         code = parse_data(f, fpath) if any(k in f for k in ("hex", "fill", "size")) else b"\xc3"
         unwind = parse_hex_bytes(f["unwind"], fpath + ".unwind") if "unwind" in f else None
+        chain = f.get("chain")
+        if chain is not None and (not isinstance(chain, str) or not _SYMBOL_NAME_RE.match(chain)):
+            raise SpecError("%s.chain: expected the name of the primary function of the module" % fpath)
         functions.append(FunctionSpec(fname, parse_int(f.get("rva"), fpath + ".rva"), code, unwind,
-                                      bool(f.get("export", True))))
+                                      bool(f.get("export", True)), chain))
+    _check_chains(functions, path)
     pdb_name = obj.get("pdb_name", "ntkrnlmp.pdb" if name.lower() in _KERNEL_IMAGES else "")
     if not isinstance(pdb_name, str) or (pdb_name and not _PDB_NAME_RE.match(pdb_name)):
         raise SpecError("%s.pdb_name: expected a file name like \"tcpip.pdb\"" % path)
@@ -221,6 +227,23 @@ def _module(obj: Dict[str, Any], path: str, default_guid_seed: int) -> ModuleSpe
         pdb_guid=guid.upper(), pdb_age=parse_int(obj.get("pdb_age", 1), path + ".pdb_age"),
         functions=functions, data_symbols=data_symbols, pdb_name=pdb_name,
         data_size=_aligned(parse_int(obj.get("data_size", PAGE), path + ".data_size"), PAGE, path + ".data_size"))
+
+
+def _check_chains(functions: List[FunctionSpec], path: str) -> None:
+    """``chain`` names another function of the module; chains end at a function without one."""
+    by_name = {f.name: f for f in functions}
+    for i, f in enumerate(functions):
+        seen = {f.name}
+        current = f
+        while current.chain is not None:
+            parent = by_name.get(current.chain)
+            if parent is None:
+                raise SpecError("%s.functions[%d].chain: the module has no function %r" % (path, i, current.chain))
+            if parent.name in seen:
+                raise SpecError("%s.functions[%d].chain: the chain of %s loops back to %s"
+                                % (path, i, f.name, parent.name))
+            seen.add(parent.name)
+            current = parent
 
 
 def effective_pdb_name(mod: ModuleSpec) -> str:
@@ -262,7 +285,7 @@ def _stack(value: Any, kernel: ModuleSpec, modules: List[ModuleSpec]) -> List[St
     for i, raw in enumerate(_list(value, "stack")):
         path = "stack[%d]" % i
         raw = _obj(raw, path)
-        unknown = set(raw) - {"function", "module", "offset", "registers", "error_code"}
+        unknown = set(raw) - {"function", "module", "offset", "registers", "error_code", "epilog"}
         if unknown:
             raise SpecError("%s: unknown key(s) %s" % (path, ", ".join(sorted(unknown))))
         offset = parse_int(raw.get("offset", 0), path + ".offset")
@@ -302,8 +325,11 @@ def _stack(value: Any, kernel: ModuleSpec, modules: List[ModuleSpec]) -> List[St
                 raise SpecError("%s.registers.%s: not a general register a frame can set (rax .. r15, not rsp)"
                                 % (path, reg))
             registers[str(reg).lower()] = parse_int(val, "%s.registers.%s" % (path, reg)) & ((1 << 64) - 1)
+        epilog = raw.get("epilog", False)
+        if not isinstance(epilog, bool):
+            raise SpecError("%s.epilog: expected true or false" % path)
         frames.append(StackFrameSpec(path, mod, rva, name, function, registers,
-                                     parse_int(raw.get("error_code", 0), path + ".error_code")))
+                                     parse_int(raw.get("error_code", 0), path + ".error_code"), epilog))
     if not frames:
         raise SpecError("stack: at least one frame is needed (or leave the key out)")
     return frames

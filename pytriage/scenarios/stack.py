@@ -13,11 +13,14 @@ and the error code). What is left at the end is frame 0: the crash CONTEXT's rip
 Rules the plan enforces, each reported with the spec path (``stack[2].offset: ...``): a return address
 must follow a ``call`` instruction in the caller's code; a frame that changes a nonvolatile register
 must have saved it in its prolog (the x64 calling convention, which is what lets the unwinder restore
-the caller's value); an exact rip (frame 0, an interrupted frame) must not sit inside an epilog, which
-the builder does not emulate. The supported unwind codes are those Windows x64 code uses:
-UWOP_PUSH_NONVOL, UWOP_ALLOC_SMALL, UWOP_ALLOC_LARGE (both forms), UWOP_SET_FPREG, UWOP_SAVE_NONVOL(_FAR),
-UWOP_SAVE_XMM128(_FAR) (no XMM values are written), UWOP_PUSH_MACHFRAME; version 2's UWOP_EPILOG entries
-are skipped; chained unwind info is refused.
+the caller's value); an exact rip (frame 0, an interrupted frame) inside an epilog must be declared
+(``"epilog": true``): the builder then runs the epilog's instructions up to that rip (``add rsp`` /
+``lea rsp, [rbp+d]``, pops), so the frame stops with its pops partly done. The supported unwind codes are
+those Windows x64 code uses: UWOP_PUSH_NONVOL, UWOP_ALLOC_SMALL, UWOP_ALLOC_LARGE (both forms),
+UWOP_SET_FPREG, UWOP_SAVE_NONVOL(_FAR), UWOP_SAVE_XMM128(_FAR) (no XMM values are written),
+UWOP_PUSH_MACHFRAME; version 2's UWOP_EPILOG entries are skipped. Chained unwind info is described with
+the function's ``chain`` (the primary function's unwind data is appended by the image builder, never
+written into ``unwind`` by hand): the primary's prolog runs first, then the fragment's own codes.
 """
 
 import struct
@@ -69,14 +72,15 @@ class UnwindInfo:
 
 
 def parse_unwind_info(data: bytes) -> UnwindInfo:
-    """Decode an UNWIND_INFO (ValueError with the reason if it is malformed or unsupported)."""
+    """Decode an UNWIND_INFO (ValueError with the reason if it is malformed or unsupported). Chained info
+    is refused here: a spec gives it as the function's ``chain``, not as raw bytes."""
     if len(data) < 4:
         raise ValueError("UNWIND_INFO needs its 4-byte header")
     version, flags = data[0] & 7, data[0] >> 3
     if version not in (1, 2):
         raise ValueError("UNWIND_INFO version %d (only 1 and 2 exist)" % version)
     if flags & UNW_FLAG_CHAININFO:
-        raise ValueError("chained unwind info is not supported by the stack builder")
+        raise ValueError("chained unwind info in the unwind bytes (name the primary function with \"chain\")")
     count = data[2]
     if len(data) < 4 + 2 * count:
         raise ValueError("UNWIND_INFO says %d codes but has %d bytes" % (count, len(data)))
@@ -118,7 +122,7 @@ def parse_unwind_info(data: bytes) -> UnwindInfo:
             codes.append(UnwindCode(offset, op, info, raw[i + 1] | raw[i + 2] << 16))
             i += 3
         elif op == UWOP_EPILOG and version == 2:
-            i += 1                     # epilog descriptions: the builder never lays out a frame in an epilog
+            i += 1                     # epilog descriptions (version 2): no prolog operation
         else:
             raise ValueError("unwind code %d at slot %d is not supported" % (op, i))
     frame_register = data[3] & 0xF
@@ -189,6 +193,48 @@ def epilog_at(code: bytes, offset: int) -> bool:
     return at < len(code) and code[at] in (0xC3, 0xC2)
 
 
+def epilog_steps(code: bytes, offset: int) -> Optional[List[Tuple[int, str, int]]]:
+    """The instructions of an epilog starting at ``offset``: ``(offset, kind, value)`` with kind "add"
+    (value: bytes), "lea" (``lea rsp, [rbp+value]``), "pop" (value: register number) and a final "ret";
+    None if no such epilog starts there."""
+    at, out = offset, []
+    if code[at:at + 3] == b"\x48\x83\xc4" and at + 4 <= len(code):
+        out.append((at, "add", code[at + 3]))
+        at += 4
+    elif code[at:at + 3] == b"\x48\x81\xc4" and at + 7 <= len(code):
+        out.append((at, "add", struct.unpack_from("<i", code, at + 3)[0]))
+        at += 7
+    elif code[at:at + 3] == b"\x48\x8d\x65" and at + 4 <= len(code):
+        out.append((at, "lea", struct.unpack_from("<b", code, at + 3)[0]))
+        at += 4
+    elif code[at:at + 3] == b"\x48\x8d\xa5" and at + 7 <= len(code):
+        out.append((at, "lea", struct.unpack_from("<i", code, at + 3)[0]))
+        at += 7
+    while at < len(code):
+        if 0x58 <= code[at] <= 0x5F and code[at] != 0x5C:
+            out.append((at, "pop", code[at] - 0x58))
+            at += 1
+        elif code[at] == 0x41 and at + 1 < len(code) and 0x58 <= code[at + 1] <= 0x5F:
+            out.append((at, "pop", code[at + 1] - 0x58 + 8))
+            at += 2
+        else:
+            break
+    if at < len(code) and code[at] in (0xC3, 0xC2):
+        return out + [(at, "ret", 0)]
+    return None
+
+
+def epilog_path(code: bytes, offset: int, prolog_size: int) -> Optional[List[Tuple[int, str, int]]]:
+    """The epilog instructions that already ran when a frame stops at ``offset`` inside an epilog (from
+    the epilog's start, the earliest one whose instructions reach ``offset``); None if ``offset`` is in
+    no epilog."""
+    for start in range(max(prolog_size, 0), offset + 1):
+        steps = epilog_steps(code, start)
+        if steps is not None and any(at == offset for at, _kind, _value in steps):
+            return [step for step in steps if step[0] < offset]
+    return None
+
+
 # --- the plan -------------------------------------------------------------------------------------------
 
 @dataclass
@@ -202,6 +248,8 @@ class FrameCode:
     code_offset: int = 0               # address - function start
     unwind: Optional[bytes] = None     # its UNWIND_INFO (None: no RUNTIME_FUNCTION, a leaf)
     error_code: int = 0                # pushed by the processor when this frame's function takes a machine frame
+    chain: List[bytes] = field(default_factory=list)   # UNWIND_INFO of the primary function(s), nearest first
+    epilog: bool = False               # the frame stops inside an epilog (frame 0 or an interrupted frame)
 
 
 @dataclass
@@ -223,13 +271,25 @@ class StackPlan:
     lowest: int = 0                    # lowest address written (the stack's depth)
 
 
-def _unwind(frame: FrameCode) -> Optional[UnwindInfo]:
+def _unwind(frame: FrameCode) -> Optional[List[UnwindInfo]]:
+    """The function's UNWIND_INFO, then its chained primary functions' (nearest first)."""
     if frame.unwind is None:
         return None
-    try:
-        return parse_unwind_info(frame.unwind)
-    except ValueError as exc:
-        raise SpecError("%s: the function's unwind: %s" % (frame.path, exc)) from None
+    levels = []
+    for n, raw in enumerate([frame.unwind] + list(frame.chain)):
+        try:
+            levels.append(parse_unwind_info(raw))
+        except ValueError as exc:
+            what = "the function's unwind" if n == 0 else "the unwind of its chained primary function"
+            raise SpecError("%s: %s: %s" % (frame.path, what, exc)) from None
+    return levels
+
+
+def _machine_frame(levels: Optional[List[UnwindInfo]]) -> Optional[UnwindCode]:
+    for info in levels or []:
+        if info.machine_frame is not None:
+            return info.machine_frame
+    return None
 
 
 def plan_stack(frames: List[FrameCode], top: int) -> StackPlan:
@@ -246,32 +306,38 @@ def plan_stack(frames: List[FrameCode], top: int) -> StackPlan:
     planned: List[Optional[PlannedFrame]] = [None] * len(frames)
     trap_frames: Dict[int, int] = {}
     for index in range(len(frames) - 1, -1, -1):
-        frame, info = frames[index], infos[index]
+        frame, levels = frames[index], infos[index]
         entry_regs = dict(regs)
         saved: Set[str] = set()
-        applied = [c for c in reversed(info.codes) if c.offset <= frame.code_offset] if info else []
-        frame_base_saves: List[Tuple[str, int]] = []
         fp_set = None
-        for code in applied:
-            if code.op == UWOP_PUSH_NONVOL:
-                rsp -= 8
-                writes[rsp] = entry_regs[REGISTER_NAMES[code.info]]
-                saved.add(REGISTER_NAMES[code.info])
-            elif code.op in (UWOP_ALLOC_SMALL, UWOP_ALLOC_LARGE):
-                rsp -= code.value
-            elif code.op == UWOP_SET_FPREG:
-                fp_set = REGISTER_NAMES[info.frame_register]      # type: ignore[union-attr]
-                if fp_set not in saved:
-                    raise SpecError("%s: the function sets frame register %s without saving it first"
-                                    % (frame.path, fp_set))
-                regs[fp_set] = rsp + info.frame_offset               # type: ignore[union-attr]
-            elif code.op in (UWOP_SAVE_NONVOL, UWOP_SAVE_NONVOL_FAR):
-                frame_base_saves.append((REGISTER_NAMES[code.info], code.value))
-                saved.add(REGISTER_NAMES[code.info])
-            elif code.op == UWOP_PUSH_MACHFRAME:
-                pass                   # pushed by the processor before the handler's first instruction
-        for name, offset in frame_base_saves:              # relative to the frame base, after the prolog
-            writes[rsp + offset] = entry_regs[name]
+        # The primary function's prolog ran first (all of it), then each chained fragment's codes; the
+        # innermost UNWIND_INFO's codes ran up to the frame's offset. Save offsets are relative to rsp
+        # after each level's codes (the frame base an unwinder sees at that level).
+        for depth in range(len(levels or []) - 1, -1, -1):
+            info = levels[depth]                                           # type: ignore[index]
+            applied = [c for c in reversed(info.codes) if depth > 0 or c.offset <= frame.code_offset]
+            frame_base_saves: List[Tuple[str, int]] = []
+            for code in applied:
+                if code.op == UWOP_PUSH_NONVOL:
+                    rsp -= 8
+                    writes[rsp] = entry_regs[REGISTER_NAMES[code.info]]
+                    saved.add(REGISTER_NAMES[code.info])
+                elif code.op in (UWOP_ALLOC_SMALL, UWOP_ALLOC_LARGE):
+                    rsp -= code.value
+                elif code.op == UWOP_SET_FPREG:
+                    fp_set = REGISTER_NAMES[info.frame_register]
+                    if fp_set not in saved:
+                        raise SpecError("%s: the function sets frame register %s without saving it first"
+                                        % (frame.path, fp_set))
+                    regs[fp_set] = rsp + info.frame_offset
+                elif code.op in (UWOP_SAVE_NONVOL, UWOP_SAVE_NONVOL_FAR):
+                    frame_base_saves.append((REGISTER_NAMES[code.info], code.value))
+                    saved.add(REGISTER_NAMES[code.info])
+                elif code.op == UWOP_PUSH_MACHFRAME:
+                    pass               # pushed by the processor before the handler's first instruction
+            base = regs[fp_set] - info.frame_offset if fp_set is not None and info.frame_register else rsp
+            for name, offset in frame_base_saves:          # relative to the frame base, after the prolog
+                writes[base + offset] = entry_regs[name]
         for name, value in frame.registers.items():
             outermost = index == len(frames) - 1           # its caller's values are not on the stack
             if name in NONVOLATILE and value != regs[name] and name not in saved and not outermost:
@@ -282,15 +348,35 @@ def plan_stack(frames: List[FrameCode], top: int) -> StackPlan:
                 raise SpecError("%s.registers.%s: %s is the function's frame pointer (set by its prolog)"
                                 % (frame.path, name, name))
             regs[name] = value
+        machine = _machine_frame(infos[index - 1]) if index else None
+        exact = index == 0 or machine is not None          # rip is where the frame stopped, not a return
+        in_epilog = exact and frame.code is not None and frame.code_offset and \
+            epilog_path(frame.code, frame.code_offset, levels[0].prolog_size if levels else 0) is not None
+        if frame.epilog and not exact:
+            raise SpecError("%s.epilog: only frame 0 or an interrupted frame stops inside an epilog; %s returns "
+                            "to a call" % (frame.path, frame.name))
+        if frame.epilog and not in_epilog:
+            raise SpecError("%s.epilog: %s is not inside an epilog ([add rsp,n | lea rsp,[rbp+n]] pops ret)"
+                            % (frame.path, frame.name))
+        if in_epilog and not frame.epilog:
+            raise SpecError("%s.offset: %s is in an epilog (say \"epilog\": true to stop the frame there)"
+                            % (frame.path, frame.name))
+        if frame.epilog:
+            for _at, kind, value in epilog_path(frame.code, frame.code_offset,      # type: ignore[union-attr]
+                                                levels[0].prolog_size if levels else 0) or []:
+                if kind == "add":
+                    rsp += value
+                elif kind == "lea":
+                    rsp = regs["rbp"] + value
+                else:                                      # pop: the value the prolog pushed there
+                    if rsp not in writes:
+                        raise SpecError("%s.epilog: the epilog of %s pops a slot its prolog did not write"
+                                        % (frame.path, frame.name))
+                    regs[REGISTER_NAMES[value]] = writes[rsp]
+                    rsp += 8
         planned[index] = PlannedFrame(index, frame.name, frame.address, rsp,
                                       frames[index + 1].address if index + 1 < len(frames) else 0,
                                       dict(regs))
-        callee_info = infos[index - 1] if index else None
-        machine = callee_info.machine_frame if callee_info is not None else None
-        exact = index == 0 or machine is not None          # rip is where the frame stopped, not a return
-        if exact and frame.code is not None and frame.code_offset and epilog_at(frame.code, frame.code_offset):
-            raise SpecError("%s.offset: %s is in an epilog, which the builder does not emulate"
-                            % (frame.path, frame.name))
         if index == 0:
             break
         callee = frames[index - 1]

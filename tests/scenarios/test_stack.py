@@ -24,9 +24,11 @@ from pytriage.scenarios.stack import (
     REGISTER_NAMES,
     UWOP_ALLOC_LARGE,
     UWOP_ALLOC_SMALL,
+    UWOP_EPILOG,
     UWOP_PUSH_MACHFRAME,
     UWOP_PUSH_NONVOL,
     UWOP_SAVE_NONVOL,
+    UWOP_SAVE_NONVOL_FAR,
     UWOP_SET_FPREG,
     call_before,
     epilog_at,
@@ -61,8 +63,43 @@ def _runtime_function(images, rip):
     raise AssertionError("0x%x is in no module" % rip)
 
 
+def _epilog(code, regs, memory):
+    """If ``code`` (at an exact rip) is an epilog -- [add rsp,n | lea rsp,[rbp+n]] pops ret -- run it and
+    return the caller's rip; None otherwise."""
+    regs = dict(regs)
+    at = 0
+    if code[:3] == b"\x48\x83\xc4":
+        regs["rsp"] += code[3]
+        at = 4
+    elif code[:3] == b"\x48\x81\xc4":
+        regs["rsp"] += struct.unpack_from("<i", code, 3)[0]
+        at = 7
+    elif code[:3] == b"\x48\x8d\x65":
+        regs["rsp"] = regs["rbp"] + struct.unpack_from("<b", code, 3)[0]
+        at = 4
+    while True:
+        if 0x58 <= code[at] <= 0x5F:
+            regs[REGISTER_NAMES[code[at] - 0x58]] = memory.qword(regs["rsp"])
+            regs["rsp"] += 8
+            at += 1
+        elif code[at] == 0x41 and 0x58 <= code[at + 1] <= 0x5F:
+            regs[REGISTER_NAMES[code[at + 1] - 0x50]] = memory.qword(regs["rsp"])
+            regs["rsp"] += 8
+            at += 2
+        else:
+            break
+    if code[at] != 0xC3:
+        return None
+    rip = memory.qword(regs["rsp"])
+    regs["rsp"] += 8
+    return rip, regs
+
+
 def walk(built, dump_path):
-    """(child_sp, rip, nonvolatile registers) per frame, from the dump's context until a zero return."""
+    """(child_sp, rip, nonvolatile registers) per frame, from the dump's context until a zero return.
+
+    Chained unwind info is followed with pefile's own resolution of the chain (the primary's codes all
+    apply); a frame stopped where it was (frame 0, after a machine frame) inside an epilog runs it."""
     oracle = kdmp_parser.KernelDumpParser(dump_path)
     memory = _Memory(oracle)
     ctx = oracle.context
@@ -70,47 +107,70 @@ def walk(built, dump_path):
     rip = ctx.Rip
     images = _pe_images(built)
     frames = []
+    exact = True
     while rip and len(frames) < 32:
         frames.append((regs["rsp"], rip, {n: regs[n] for n in NONVOLATILE}))
         base, entry = _runtime_function(images, rip)
         if entry is None:                                   # leaf: the return address is at rsp
             rip = memory.qword(regs["rsp"])
             regs["rsp"] += 8
+            exact = False
             continue
         info = entry.unwindinfo
         offset = rip - base - entry.struct.BeginAddress
-        codes = [c for c in info.UnwindCodes if c.struct.CodeOffset <= offset]
-        if info.FrameRegister and any(c.struct.UnwindOp == UWOP_SET_FPREG for c in codes):
-            regs["rsp"] = regs[REGISTER_NAMES[info.FrameRegister]] - info.FrameOffset * 16
-        frame_base = regs["rsp"]
+        if exact and offset >= info.SizeOfProlog:
+            pe = next(pe for b, _size, pe in images if b == base)
+            done = _epilog(pe.get_data(rip - base, 16), regs, memory)
+            if done is not None:
+                rip, regs = done
+                exact = False
+                continue
+        # pefile lists version 2's UWOP_EPILOG slots among the codes: they describe no prolog operation
+        levels = [[c for c in info.UnwindCodes if c.struct.UnwindOp != UWOP_EPILOG and c.struct.CodeOffset <= offset]]
+        chained = info.get_chained_function_entry() if info.UNW_FLAG_CHAININFO else None
+        while chained is not None:
+            levels.append(list(chained.unwindinfo.UnwindCodes))
+            chained = chained.unwindinfo.get_chained_function_entry() \
+                if chained.unwindinfo.UNW_FLAG_CHAININFO else None
+        fp = info.FrameRegister and any(c.struct.UnwindOp == UWOP_SET_FPREG for level in levels for c in level)
         machine = False
-        for code in codes:
-            op = code.struct.UnwindOp
-            if op == UWOP_PUSH_NONVOL:
-                regs[REGISTER_NAMES[code.struct.Reg]] = memory.qword(regs["rsp"])
-                regs["rsp"] += 8
-            elif op in (UWOP_ALLOC_SMALL, UWOP_ALLOC_LARGE):
-                regs["rsp"] += code.get_alloc_size()
-            elif op == UWOP_SAVE_NONVOL:
-                regs[REGISTER_NAMES[code.struct.Reg]] = memory.qword(frame_base + code.get_offset())
-            elif op == UWOP_PUSH_MACHFRAME:
-                at = regs["rsp"] + (8 if code.struct.OpInfo else 0)
-                rip, regs["rsp"] = memory.qword(at), memory.qword(at + 0x18)
-                machine = True
+        for codes in levels:
+            if fp:
+                regs["rsp"] = regs[REGISTER_NAMES[info.FrameRegister]] - info.FrameOffset * 16
+                fp = False                                  # the frame register is restored by a later pop
+            frame_base = regs["rsp"]
+            for code in codes:
+                op = code.struct.UnwindOp
+                if op == UWOP_PUSH_NONVOL:
+                    regs[REGISTER_NAMES[code.struct.Reg]] = memory.qword(regs["rsp"])
+                    regs["rsp"] += 8
+                elif op in (UWOP_ALLOC_SMALL, UWOP_ALLOC_LARGE):
+                    regs["rsp"] += code.get_alloc_size()
+                elif op in (UWOP_SAVE_NONVOL, UWOP_SAVE_NONVOL_FAR):
+                    regs[REGISTER_NAMES[code.struct.Reg]] = memory.qword(frame_base + code.get_offset())
+                elif op == UWOP_PUSH_MACHFRAME:
+                    at = regs["rsp"] + (8 if code.struct.OpInfo else 0)
+                    rip, regs["rsp"] = memory.qword(at), memory.qword(at + 0x18)
+                    machine = True
         if not machine:
             rip = memory.qword(regs["rsp"])
             regs["rsp"] += 8
+        exact = machine
     return frames
 
 
 @pytest.mark.parametrize("kind", ["full", "bitmap"])
-def test_an_unwinder_walks_exactly_the_spec_frames(tmp_path, kind):
-    built = build_builtin("basic", str(tmp_path), kind)
+@pytest.mark.parametrize("scenario", ["basic", "unwind-zoo"])
+def test_an_unwinder_walks_exactly_the_spec_frames(tmp_path, kind, scenario):
+    built = build_builtin(scenario, str(tmp_path), kind)
     plan = built.stack
     walked = walk(built, built.dump_path)
     assert [(sp, rip) for sp, rip, _ in walked] == [(f.child_sp, f.rip) for f in plan.frames]
     for (_sp, _rip, regs), frame in zip(walked, plan.frames):
         assert regs == {n: frame.registers[n] for n in NONVOLATILE}, frame.name
+    if scenario != "basic":
+        assert len(walked) == 13
+        return
     names = [f.name for f in built.spec.stack]
     assert names == ["nt!KeBugCheckEx", "nt!KiBugCheckDispatch+0xc", "nt!KiPageFault+0x1a",
                      "contosolwf!FilterReceiveNetBufferLists+0x9", "ndis!ndisCallReceiveHandler+0xf",
@@ -236,13 +296,37 @@ def _build(doc, tmp_path):
     (lambda d: d["stack"].append({"module": "hal.dll", "offset": "0x1010"}),
      r"stack\[6\]: hal\+0x1010 is not inside a function"),
     (lambda d: d["kernel"]["functions"][2].update(unwind="21000000"), r"stack\[2\]: the function's unwind: "
-                                                                      r"chained unwind info"),
+                                                                      r"chained unwind info in the unwind bytes"),
+    (lambda d: d["stack"][3].update(epilog=True), r"stack\[3\]\.epilog: contosolwf!FilterReceiveNetBufferLists\+0x9 "
+                                                  r"is not inside an epilog"),
+    (lambda d: d["stack"][4].update(epilog=True), r"stack\[4\]\.epilog: only frame 0 or an interrupted frame"),
+    (lambda d: d["stack"][3].update(epilog="yes"), r"stack\[3\]\.epilog: expected true or false"),
+    (lambda d: d["modules"][4]["functions"][1].update(chain="NoSuch"),
+     r"modules\[4\]\.functions\[1\]\.chain: the module has no function 'NoSuch'"),
+    (lambda d: (d["modules"][4]["functions"][0].update(chain="FilterReceiveNetBufferLists"),
+                d["modules"][4]["functions"][1].update(chain="FilterSendNetBufferLists")),
+     r"modules\[4\]\.functions\[0\]\.chain: the chain of FilterSendNetBufferLists loops back"),
+    (lambda d: d["modules"][4]["functions"][1].update(chain=7), r"modules\[4\]\.functions\[1\]\.chain: expected"),
 ])
 def test_stack_mistakes_are_one_line_errors(basic_doc, tmp_path, mutate, message):
     doc = copy.deepcopy(basic_doc)
     mutate(doc)
     with pytest.raises(SpecError, match=message):
         _build(doc, tmp_path)
+
+
+def test_chained_unwind_info_is_written_with_the_primary_function(tmp_path):
+    """``chain``: the fragment's UNWIND_INFO gets UNW_FLAG_CHAININFO and, after its codes, the primary's
+    RUNTIME_FUNCTION (as pefile resolves it); the primary's own UNWIND_INFO is unchanged."""
+    built = build_builtin("unwind-zoo", str(tmp_path), "bitmap")
+    zoo = next(m for m in built.modules if m.spec.name == "unwindzoo.sys")
+    pe = pefile.PE(data=zoo.image.data)
+    by_start = {e.struct.BeginAddress: e for e in pe.DIRECTORY_ENTRY_EXCEPTION}
+    fragment, primary = by_start[0x1100], by_start[0x10C0]
+    assert fragment.unwindinfo.UNW_FLAG_CHAININFO and not primary.unwindinfo.UNW_FLAG_CHAININFO
+    assert fragment.unwindinfo.get_chained_function_entry() is primary
+    raw = zoo.image.data[fragment.struct.UnwindData:fragment.struct.UnwindData + 20]
+    assert raw == bytes.fromhex("21050200 0574 0200") + struct.pack("<III", 0x10C0, 0x10CA, primary.struct.UnwindData)
 
 
 def test_module_frames_and_deep_stacks(basic_doc, tmp_path):
