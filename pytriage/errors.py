@@ -50,6 +50,20 @@ class SymbolError(PytriageError):
     """A symbol file is missing, malformed or does not describe what was asked."""
 
 
+class UnwindError(PytriageError):
+    """A module's unwind data (exception directory, UNWIND_INFO) is missing, unreadable or malformed.
+
+    ``address`` is the virtual address the problem is about (the UNWIND_INFO, the RUNTIME_FUNCTION entry
+    or the instruction pointer being unwound), when there is one.
+    """
+
+    def __init__(self, message: str, address: Optional[int] = None) -> None:
+        self.address = address
+        if address is not None:
+            message = "%s (at %s)" % (message, format_address(address))
+        super().__init__(message)
+
+
 class SpecError(PytriageError):
     """A scenario spec is invalid; the message names the JSON path of the bad value."""
 

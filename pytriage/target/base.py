@@ -5,6 +5,7 @@ facts; this base class adds the page cache and the read statistics. On a live KD
 backend call is a round trip at ~2 MB/s, so reads are page-granular, cached, and counted.
 """
 
+import bisect
 import struct
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
@@ -27,6 +28,8 @@ class Target:
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_pages = cache_pages
         self._module_bases: Optional[List[Tuple[int, int, Module]]] = None
+        self._module_starts: List[int] = []
+        self._modules_overlap = False
 
     # -- what a backend provides ----------------------------------------------------------------------
     def _read_backend(self, va: int, size: int) -> bytes:
@@ -54,6 +57,24 @@ class Target:
 
     def read_physical(self, pa: int, size: int) -> bytes:
         raise UnsupportedDumpError("this target cannot read physical memory")
+
+    def stack(self, context: Optional[Dict[str, int]] = None, symbolizer=None, limits=None):
+        """The call stack from ``context`` (default: the crash context), unwound by pytriage
+        (``pytriage.analysis.stack_walk.StackWalk``: frames, how each was found, why the walk stopped).
+
+        ``symbolizer`` (optional) names the frames, supplies ``_KTRAP_FRAME`` and, through its symbol
+        store, the image files of modules whose unwind data is not in the target; ``limits`` is a
+        ``WalkLimits``. A debugger backend may override this to return the debugger's own stack.
+        """
+        from pytriage.analysis.function_table import UnwindCatalog  # analysis sits above the target layer
+        from pytriage.analysis.stack_walk import walk_stack
+
+        store = getattr(symbolizer, "store", None)
+        cached = self.__dict__.get("_unwind_catalog")          # one per symbol store: reused by later walks
+        if cached is None or cached[0] is not store:
+            cached = self.__dict__["_unwind_catalog"] = (store, UnwindCatalog(self, store))
+        return walk_stack(self, context if context is not None else self.context_record(),
+                          symbolizer=symbolizer, limits=limits, catalog=cached[1])
 
     # -- reads, through the cache -----------------------------------------------------------------------
     def _page(self, page_va: int) -> bytes:
@@ -129,7 +150,15 @@ class Target:
     # -- modules ------------------------------------------------------------------------------------------
     def module_at(self, va: int) -> Optional[Module]:
         if self._module_bases is None:
-            self._module_bases = sorted((m.base, m.end, m) for m in self.modules())
+            self._module_bases = sorted(((m.base, m.end, m) for m in self.modules()), key=lambda row: row[0])
+            self._module_starts = [row[0] for row in self._module_bases]
+            rows = self._module_bases
+            self._modules_overlap = any(a[1] > b[0] for a, b in zip(rows, rows[1:]))
+        if not self._modules_overlap:       # binary search: a stack scan asks about every qword it reads
+            index = bisect.bisect_right(self._module_starts, va) - 1
+            if index >= 0 and va < self._module_bases[index][1]:
+                return self._module_bases[index][2]
+            return None
         for base, end, module in self._module_bases:
             if base <= va < end:
                 return module
