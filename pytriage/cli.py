@@ -156,6 +156,42 @@ def _cmd_dt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stack(args: argparse.Namespace) -> int:
+    from pytriage.analysis.stack_walk import WalkLimits
+    from pytriage.commands.render import to_json_text
+    from pytriage.commands.stack import render_text, start_context, to_json
+    from pytriage.target.offline import OfflineDumpTarget
+
+    if not 1 <= args.max_frames <= 0x10000:
+        raise PytriageError("--max-frames must be between 1 and 65536")
+    target = OfflineDumpTarget.open(args.dump)
+    try:
+        if target.machine != "AMD64":
+            raise PytriageError("stack walking reads x64 unwind data; this dump is %s" % target.machine)
+        context, source = start_context(target, args.rip, args.rsp, args.rbp, args.cxr)
+        symbolizer, path, store = _open_symbolizer(target, args)
+        try:
+            limits = WalkLimits(max_frames=args.max_frames, scan_unverified=args.scan_unverified)
+            walk = target.stack(context, symbolizer=symbolizer, limits=limits)
+            walk.start_source = source
+            if args.json:
+                record = to_json(walk)
+                if args.stats:
+                    record["stats"] = {"target": target.stats.to_json(), "symbol_store": store.stats_json()}
+                print(to_json_text(record))
+            else:
+                print("\n".join(render_text(walk, numbers=args.numbers)))
+                if args.stats:
+                    print("\n".join(["", "Stack walk: %d frames, %d bytes read from the target in %d calls" % (
+                        len(walk.frames), walk.bytes_read, walk.read_calls)] + _symbol_stats_lines(target, path,
+                                                                                                   store)[1:]))
+        finally:
+            symbolizer.close()
+    finally:
+        target.close()
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pytriage.scenarios import build_builtin, builtin_names
 
@@ -223,6 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
     dt.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
     dt.set_defaults(func=_cmd_dt)
+
+    stack = sub.add_parser("stack", parents=[symbols], help="the crashing thread's call stack, like WinDbg's k / kn")
+    stack.add_argument("dump", help="kernel dump file")
+    stack.add_argument("-n", dest="numbers", action="store_true", help="show frame numbers (the # column of kn)")
+    stack.add_argument("--rip", type=_parse_address, help="start from this instruction pointer (with --rsp)")
+    stack.add_argument("--rsp", type=_parse_address, help="start from this stack pointer (with --rip)")
+    stack.add_argument("--rbp", type=_parse_address, help="frame pointer for the start (with --rip/--rsp)")
+    stack.add_argument("--cxr", type=_parse_address, metavar="ADDRESS",
+                       help="start from the CONTEXT record at ADDRESS, like .cxr (e.g. a 0x7E bugcheck's parameter 4)")
+    stack.add_argument("--max-frames", type=int, default=256, help="stop after this many frames (default 256)")
+    stack.add_argument("--scan-unverified", action="store_true", help=(
+        "when scanning for return addresses, also accept values whose preceding code is not available "
+        "(marked 'call not verified'; finds more true frames and more false ones)"))
+    stack.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
+    stack.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
+    stack.set_defaults(func=_cmd_stack)
 
     demo = sub.add_parser("demo", help="build a built-in scenario dump in a temp dir and analyse it")
     demo.add_argument("name", nargs="?", default="basic", help="built-in scenario (see --list)")

@@ -55,3 +55,17 @@ def test_symbols_md_sym_examples_are_what_the_tool_prints(capsys, tmp_path, tria
     for query, expected in shown:
         assert cli.main(["sym", triage_dump_path, query, "--symbols", "srv*%s*%s" % (tmp_path, store)]) == 0
         assert capsys.readouterr().out.strip() == expected
+
+
+def test_cli_md_stack_example_is_what_the_tool_prints(capsys, tmp_path, triage_dump_path):
+    """The `pytriage stack` example in docs/cli.md, from the corpus store on disk (the doc's HTTP server
+    serves the same files); lines naming the cache folder differ only by that folder."""
+    doc = _read("docs/cli.md")
+    block = re.search(r"```\n\$ pytriage stack triage_x64\.dmp (.*?) --symbols .*?\n(.*?)```", doc, re.S)
+    args = block.group(1).split()
+    corpus = os.path.join(os.path.dirname(REPO), "shared", "corpus")
+    sympath = "srv*%s*%s;%s" % (tmp_path, os.path.join(corpus, "symstore"), os.path.join(corpus, "symbols"))
+    assert cli.main(["stack", triage_dump_path] + args + ["--symbols", sympath]) == 0
+    real = capsys.readouterr().out.replace(str(tmp_path), "./cache").splitlines()
+    shown = [line for line in block.group(2).splitlines() if line != "..."]
+    assert [line for line in real if line in shown] == shown
