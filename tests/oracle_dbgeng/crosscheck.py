@@ -429,10 +429,17 @@ def _k_row(frame) -> Tuple[int, int, str]:
     return (frame.child_sp, frame.return_address, frame.call_site if isinstance(frame, E.StackFrame) else frame.name)
 
 
-def check_stack(cc: CrossCheck, outs: List[E.CommandOutput], built) -> None:
+def pytriage_k_row(frame) -> Tuple[int, Optional[int], str, Optional[int]]:
+    """pytriage's frame (``pytriage stack``) in `kvn`'s columns: Child-SP, RetAddr, call site, TrapFrame."""
+    return (frame.child_sp, frame.return_address, frame.call_site, frame.trap_frame)
+
+
+def check_stack(cc: CrossCheck, outs: List[E.CommandOutput], built, walk=None) -> None:
     """The engine's walk against the builder's plan: each frame's Child-SP, RetAddr, call site and trap
     frame; the nonvolatile registers the engine restores for each frame (the values the prologs pushed);
-    the registers of each trap frame and the walk from it."""
+    the registers of each trap frame and the walk from it. ``walk`` is pytriage's own walk from the
+    dump's context (``Target.stack``, what `pytriage stack` prints): frame by frame against the engine's
+    `kvn` and the plan, and its restored nonvolatile registers against the engine's `.frame /r`."""
     plan = built.stack
     if plan is None:
         if outs:
@@ -440,6 +447,18 @@ def check_stack(cc: CrossCheck, outs: List[E.CommandOutput], built) -> None:
         return
     walked = E.parse_k(outs[0])
     cc.add("k frame count", dbgeng=len(walked), builder=len(plan.frames))
+    if walk is not None:
+        cc.add("k = pytriage stack: frame count", dbgeng=len(walked), pytriage=len(walk.frames),
+               builder=len(plan.frames))
+        for n in range(max(len(walked), len(walk.frames))):
+            theirs = walked[n] if n < len(walked) else None
+            mine = walk.frames[n] if n < len(walk.frames) else None
+            planned = plan.frames[n] if n < len(plan.frames) else None
+            label = planned.name if planned is not None else (mine or theirs).call_site  # type: ignore[union-attr]
+            cc.add("k = pytriage stack: %02x %s" % (n, label),
+                   dbgeng=None if theirs is None else _k_row(theirs) + (theirs.trap_frame,),
+                   pytriage=None if mine is None else pytriage_k_row(mine),
+                   builder=None if planned is None else _k_row(planned) + (planned.trap_frame,))
     for n in range(max(len(walked), len(plan.frames))):
         theirs = walked[n] if n < len(walked) else None
         mine = plan.frames[n] if n < len(plan.frames) else None
@@ -450,9 +469,14 @@ def check_stack(cc: CrossCheck, outs: List[E.CommandOutput], built) -> None:
     i = 1
     for frame in plan.frames:
         line, regs = E.parse_frame_registers(outs[i])
-        cc.add(".frame /r: %02x" % frame.number,
-               dbgeng=(line.number, regs.get("rip"), regs.get("rsp"), {r: regs.get(r) for r in NONVOLATILE}),
+        engine = (line.number, regs.get("rip"), regs.get("rsp"), {r: regs.get(r) for r in NONVOLATILE})
+        cc.add(".frame /r: %02x" % frame.number, dbgeng=engine,
                builder=(frame.number, frame.rip, frame.child_sp, {r: frame.registers[r] for r in NONVOLATILE}))
+        if walk is not None:
+            mine = walk.frames[frame.number] if frame.number < len(walk.frames) else None
+            cc.add(".frame /r = pytriage registers: %02x" % frame.number, dbgeng=engine,
+                   pytriage=None if mine is None else (mine.number, mine.instruction_pointer, mine.child_sp,
+                                                       {r: mine.registers.get(r) for r in NONVOLATILE}))
         i += 1
     for frame in plan.frames:
         if frame.trap_frame is None:
@@ -488,16 +512,21 @@ def corpus_symbol_commands(facts: Dict[str, Any]) -> List[str]:
 
 
 def check_corpus_symbols(cc: CrossCheck, outs: List[E.CommandOutput], facts: Dict[str, Any], target: Target,
-                         symbolizer: Symbolizer) -> None:
+                         symbolizer: Symbolizer, walk=None) -> None:
     """The engine's walk from the 0x7E CONTEXT, its `x` and `ln` with amdppm.pdb, against the corpus facts
-    (rizin's walk) and pytriage's symbolizer reading the same store."""
+    (rizin's walk), pytriage's walk from the same CONTEXT (``walk``) and pytriage's symbolizer reading the
+    same store."""
     frames = facts["stack"]["frames"]
     walked = E.parse_k(outs[0])
     for k, n in enumerate(CORPUS_AMDPPM_FRAMES):
         theirs = walked[k] if k < len(walked) else None
         expected = rizin_to_windbg(frames[n]["rizin_symbol"])
+        extra = {}
+        if walk is not None:
+            mine = walk.frames[k] if k < len(walk.frames) else None
+            extra["pytriage"] = None if mine is None else pytriage_k_row(mine)[:3]
         cc.add("k: %02x %s" % (k, expected), dbgeng=None if theirs is None else _k_row(theirs),
-               corpus_facts=(int(frames[n]["sp"], 16), int(frames[n + 1]["address"], 16), expected))
+               corpus_facts=(int(frames[n]["sp"], 16), int(frames[n + 1]["address"], 16), expected), **extra)
     rows = E.parse_x(outs[1])
     module = target.module_by_name("amdppm")
     # Every name the engine lists, undecorated as dbghelp shows it (``_imp_X`` for the PDB's ``__imp_X``,

@@ -16,6 +16,7 @@ import struct
 import pytest
 
 from pytriage.commands.info import gather_info
+from pytriage.commands.stack import context_at
 from pytriage.scenarios import build_builtin, builtin_names
 from pytriage.target.offline import OfflineDumpTarget
 from tests.conftest import CORPUS, file_offset_of_va
@@ -49,7 +50,8 @@ def _crosscheck(built, dump_path=None, symstore=None):
             X.check_memory(cc, outs[4:4 + len(memory)], built, target)
             start = 4 + len(memory)
             X.check_symbols(cc, outs[start:start + len(symbols)], built, info, target, symbolizer)
-            X.check_stack(cc, outs[start + len(symbols):], built)
+            walk = target.stack(symbolizer=symbolizer) if built.stack is not None else None
+            X.check_stack(cc, outs[start + len(symbols):], built, walk)
         finally:
             symbolizer.close()
     finally:
@@ -87,7 +89,8 @@ def test_engine_and_pytriage_agree_on_the_real_dump(dbgeng_available, record_cro
         X.check_registers(cc, outs[5], dict(info.context or {}), label=".cxr parameter 4")
         symbolizer = X.pytriage_symbolizer(target, CORPUS_SYMSTORE)
         try:
-            X.check_corpus_symbols(cc, outs[6:], triage_facts, target, symbolizer)
+            walk = target.stack(context_at(target, param4), symbolizer=symbolizer)     # pytriage stack --cxr
+            X.check_corpus_symbols(cc, outs[6:], triage_facts, target, symbolizer, walk)
         finally:
             symbolizer.close()
     finally:
@@ -146,6 +149,14 @@ def test_crosscheck_reports_a_corrupted_return_address(dbgeng_available, tmp_pat
     assert k3["dbgeng"][1] == elsewhere and k3["builder"][1] == frames[4].rip
     k4 = next(c for c in cc.mismatches if c.fact.startswith("k: 04")).values
     assert k4["dbgeng"][2] == "ndis!NdisFSendNetBufferLists+0x7"
+    # pytriage stack walks the doctored stack as the engine does (the epilog after the fake return address
+    # included) until the walk leaves the modules: the engine goes on reading slots as frames, pytriage
+    # shows that frame and stops (no unwind data outside a module).
+    ours = {c.fact.split(": ", 1)[1][:2]: c.values for c in cc.checks if c.fact.startswith("k = pytriage stack: 0")}
+    for n in ("00", "01", "02", "03", "04"):
+        assert ours[n]["pytriage"] == ours[n]["dbgeng"], n
+    assert ours["05"]["pytriage"] == ours["05"]["dbgeng"][:1] + (None,) + ours["05"]["dbgeng"][2:]
+    assert ours["05"]["pytriage"][2] == "0x1"
 
 
 def _patch_once(path, old, new):
@@ -174,7 +185,7 @@ def test_crosscheck_reports_a_doctored_pdb(dbgeng_available, tmp_path):
     trap = built.stack.frames[2].trap_frame
     assert [c.fact for c in cc.mismatches] == [
         "x contosolwf", "ln contosolwf!FilterReceiveNetBufferLists+0x%x" % probe, "dt -v _LIST_ENTRY",
-        "k: 03 " + frame, "k after .trap %x" % trap], cc.report()
+        "k = pytriage stack: 03 " + frame, "k: 03 " + frame, "k after .trap %x" % trap], cc.report()
     # The engine and pytriage read the same doctored PDBs and agree with each other: the spec catches both.
     x = cc.mismatches[0].values
     assert ("contosolwf!FilterReceiveNetBufferLists", driver.spec.base + 0x1024, "function") in x["dbgeng"]
@@ -185,8 +196,10 @@ def test_crosscheck_reports_a_doctored_pdb(dbgeng_available, tmp_path):
     layout = cc.mismatches[2].values
     assert layout["dbgeng"][4][1][:2] == layout["pytriage"][4][1][:2] == (0x10, "Blink")
     assert layout["isf"][4][1][:2] == (8, "Blink")
-    k = cc.mismatches[3].values
+    k = cc.mismatches[4].values
     assert k["dbgeng"][2] == "contosolwf!FilterReceiveNetBufferLists+0x5" and k["dbgeng"][:2] == k["builder"][:2]
+    ours = cc.mismatches[3].values                      # pytriage stack names the frame from the same PDB
+    assert ours["pytriage"] == ours["dbgeng"] == k["dbgeng"]
 
 
 def test_crosscheck_reports_a_wrong_answer_from_pytriage(dbgeng_available, tmp_path):
