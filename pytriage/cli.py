@@ -205,7 +205,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print("")
         args.dump = built.dump_path
         args.json = False
-        return _cmd_info(args)
+        _cmd_info(args)
+        # The stack, named through the PDBs the builder wrote beside the dump: what `pytriage stack`
+        # prints on a real dump with a symbol path.
+        print("")
+        print("Stack (pytriage stack %s --symbols srv*%s):" % (os.path.basename(built.dump_path),
+                                                             os.path.basename(built.symstore_path)))
+        args.symbols = "srv*%s" % built.symstore_path
+        args.rip = args.rsp = args.rbp = args.cxr = None
+        args.numbers, args.max_frames, args.scan_unverified = True, 256, False
+        stats, args.stats = args.stats, False
+        _cmd_stack(args)
+        args.stats = stats
+        return 0
 
 
 def _cmd_scenario(args: argparse.Namespace) -> int:

@@ -167,6 +167,12 @@ def test_demo_prints_the_dump_summary(capsys):
     assert out.startswith("Built scenario 'basic' -> basic-bitmap.dmp (bitmap dump)")
     assert "Bugcheck code 000000D1" in out
     assert re.search(r"fffff804`75000000\s+fffff804`75008000\s+contosolwf", out)
+    # the stack, named through the PDBs the builder wrote: the spec's frames of basic.json
+    stack = out.split("Stack (pytriage stack basic-bitmap.dmp --symbols srv*basic.symstore):\n", 1)[1]
+    assert [line.split()[-1] if "TrapFrame" not in line else line.split()[3] for line in stack.splitlines()[1:]] == [
+        "nt!KeBugCheckEx", "nt!KiBugCheckDispatch+0xc", "nt!KiPageFault+0x1a",
+        "contosolwf!FilterReceiveNetBufferLists+0x9", "ndis!ndisCallReceiveHandler+0xf",
+        "ndis!NdisMIndicateReceiveNetBufferLists+0x9"]
 
 
 def test_demo_list_and_unknown_name(capsys):
