@@ -23,9 +23,25 @@ def context_at(target, address: int) -> Dict[str, int]:
     return parse_context(target.read(address, CONTEXT_AMD64_SIZE), "AMD64")
 
 
+def processor_context(target, number: int) -> Dict[str, int]:
+    """Processor ``number``'s ``KPRCB.Context`` registers (WinDbg ``~Ns``), or why they are not there."""
+    contexts = target.processor_contexts()
+    for ctx in contexts:
+        if ctx.number == number:
+            if ctx.registers is None:
+                raise PytriageError("processor %d: %s" % (number, ctx.error))
+            return ctx.registers
+    have = ", ".join(str(c.number) for c in contexts) or "none"
+    raise PytriageError("processor %d: this dump has contexts for processor(s) %s" % (number, have))
+
+
 def start_context(target, rip: Optional[int], rsp: Optional[int], rbp: Optional[int],
-                  cxr: Optional[int]) -> Tuple[Dict[str, int], str]:
+                  cxr: Optional[int], processor: Optional[int] = None) -> Tuple[Dict[str, int], str]:
     """The registers a walk starts from and how to name that start."""
+    if processor is not None:
+        if rip is not None or rsp is not None or cxr is not None:
+            raise PytriageError("--processor starts from that processor's context: no --cxr or --rip/--rsp with it")
+        return processor_context(target, processor), "processor %d (KPRCB.Context)" % processor
     if (rip is None) != (rsp is None):
         raise PytriageError("--rip and --rsp go together: give both, or neither")
     if rip is not None:

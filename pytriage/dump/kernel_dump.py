@@ -14,8 +14,15 @@ from pytriage.dump.header import DumpHeader, read_header
 from pytriage.dump.modules import walk_loaded_modules
 from pytriage.dump.paging import PageTranslator
 from pytriage.dump.physical import BitmapPhysicalMemory, PhysicalMemory, RunPhysicalMemory
+from pytriage.dump.processors import (
+    KDBG_READ_SIZE,
+    ProcessorContext,
+    context_from_prcb,
+    kdbg_fields,
+    processor_contexts,
+)
 from pytriage.dump.triage import TriageDump
-from pytriage.errors import DumpFormatError, MemoryReadError, UnsupportedDumpError
+from pytriage.errors import DumpFormatError, MemoryReadError, UnsupportedDumpError, format_address
 from pytriage.target.model import ModuleList, make_module
 
 BITMAP_TYPES = (2, 5, 6)
@@ -126,6 +133,28 @@ class KernelDump:
         if not self.header.is64:
             raise UnsupportedDumpError("32-bit dumps: the context record is not decoded")
         return parse_context(self.file.view, self.header.machine, S.H64_CONTEXT_OFFSET)
+
+    def processor_contexts(self, read: Optional[Callable[[int, int], bytes]] = None) -> List[ProcessorContext]:
+        """Each processor's ``KPRCB.Context`` registers (DESIGN 5: every processor's context where the dump
+        has them). Triage dumps keep only the crashing processor's KPRCB; ``read`` defaults to
+        ``read_virtual`` (the Target passes its cached, counted reader)."""
+        self._require_memory()
+        if self.header.machine != "AMD64":
+            raise UnsupportedDumpError("processor contexts are read for x64 dumps only")
+        read = read or self.read_virtual
+        if self.triage is not None:
+            kdbg = self.triage.debugger_data()
+            fields = kdbg_fields(kdbg, "copy in the triage dump")
+            prcb_offset = int(self.triage.header["PrcbOffset"])  # type: ignore[arg-type]
+            if not prcb_offset:
+                raise DumpFormatError("this triage dump saved no KPRCB (PrcbOffset is 0)")
+            copy = self.file.read(prcb_offset, max(fields["OffsetPrcbContext"], fields["OffsetPrcbNumber"]) + 8,
+                                  "KPRCB copy")
+            number = struct.unpack_from("<H", copy, fields["OffsetPrcbNumber"])[0]
+            return [context_from_prcb(read, number, None, copy, fields["OffsetPrcbContext"])]
+        kdbg = read(self.header.kd_debugger_data_block, KDBG_READ_SIZE)
+        return processor_contexts(read, kdbg, self.header.processors,
+                                  "at %s" % format_address(self.header.kd_debugger_data_block))
 
     def exception_record(self) -> Dict[str, object]:
         if not self.header.is64:

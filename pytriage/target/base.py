@@ -58,6 +58,11 @@ class Target:
     def read_physical(self, pa: int, size: int) -> bytes:
         raise UnsupportedDumpError("this target cannot read physical memory")
 
+    def processor_contexts(self) -> list:
+        """Each processor's ``KPRCB.Context`` registers (``pytriage.dump.processors.ProcessorContext``):
+        where ``r``/``k`` and ``~Ns`` start in the debugger. Backends that know them override this."""
+        raise UnsupportedDumpError("this target does not expose per-processor contexts")
+
     def stack(self, context: Optional[Dict[str, int]] = None, symbolizer=None, limits=None):
         """The call stack from ``context`` (default: the crash context), unwound by pytriage
         (``pytriage.analysis.stack_walk.StackWalk``: frames, how each was found, why the walk stopped).

@@ -46,6 +46,9 @@ class OfflineDumpTarget(Target):
     def context_record(self) -> Dict[str, int]:
         return self.dump.context_record()
 
+    def processor_contexts(self) -> list:
+        return self.dump.processor_contexts(self.read)
+
     def kernel_anchors(self) -> Dict[str, int]:
         header = self.dump.header
         anchors = {"PsLoadedModuleList": header.ps_loaded_module_list,
