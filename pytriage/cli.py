@@ -168,10 +168,11 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     try:
         if target.machine != "AMD64":
             raise PytriageError("stack walking reads x64 unwind data; this dump is %s" % target.machine)
-        context, source = start_context(target, args.rip, args.rsp, args.rbp, args.cxr,
-                                        getattr(args, "processor", None))
         symbolizer, path, store = _open_symbolizer(target, args)
         try:
+            context, source = start_context(target, args.rip, args.rsp, args.rbp, args.cxr,
+                                            getattr(args, "processor", None), getattr(args, "trap", None),
+                                            symbolizer)
             limits = WalkLimits(max_frames=args.max_frames, scan_unverified=args.scan_unverified)
             walk = target.stack(context, symbolizer=symbolizer, limits=limits)
             walk.start_source = source
@@ -213,7 +214,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print("Stack (pytriage stack %s --symbols srv*%s):" % (os.path.basename(built.dump_path),
                                                              os.path.basename(built.symstore_path)))
         args.symbols = "srv*%s" % built.symstore_path
-        args.rip = args.rsp = args.rbp = args.cxr = args.processor = None
+        args.rip = args.rsp = args.rbp = args.cxr = args.processor = args.trap = None
         args.numbers, args.max_frames, args.scan_unverified = True, 256, False
         stats, args.stats = args.stats, False
         _cmd_stack(args)
@@ -281,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--rbp", type=_parse_address, help="frame pointer for the start (with --rip/--rsp)")
     stack.add_argument("--cxr", type=_parse_address, metavar="ADDRESS",
                        help="start from the CONTEXT record at ADDRESS, like .cxr (e.g. a 0x7E bugcheck's parameter 4)")
+    stack.add_argument("--trap", type=_parse_address, metavar="ADDRESS",
+                       help="start from the _KTRAP_FRAME at ADDRESS, like .trap (layout from nt's symbols)")
     stack.add_argument("--processor", type=int, metavar="N", help=(
         "start from processor N's KPRCB.Context, like ~Ns (triage dumps keep only the crashing processor's)"))
     stack.add_argument("--max-frames", type=int, default=256, help="stop after this many frames (default 256)")

@@ -10,6 +10,7 @@ a ``Stopped:`` line, and what the walk had to work around follows as ``Note:`` l
 from typing import Dict, List, Optional, Tuple
 
 from pytriage.analysis.stack_walk import SCANNED, StackFrame, StackWalk
+from pytriage.analysis.trap_frame import read_trap_frame, trap_frame_layout, trap_frame_problem
 from pytriage.dump.context import parse_context
 from pytriage.errors import PytriageError, format_address
 
@@ -35,18 +36,33 @@ def processor_context(target, number: int) -> Dict[str, int]:
     raise PytriageError("processor %d: this dump has contexts for processor(s) %s" % (number, have))
 
 
+def trap_context(target, address: int, symbolizer=None) -> Dict[str, int]:
+    """The interrupted registers a ``_KTRAP_FRAME`` at ``address`` holds (WinDbg's ``.trap``): rip, rsp,
+    rbp, the volatile registers; a frame that does not look like a trap frame is refused, not guessed."""
+    regs = read_trap_frame(target, address, trap_frame_layout(symbolizer))
+    problem = trap_frame_problem(regs, address)
+    if problem:
+        raise PytriageError("%s does not look like a _KTRAP_FRAME: %s" % (format_address(address), problem))
+    return regs
+
+
 def start_context(target, rip: Optional[int], rsp: Optional[int], rbp: Optional[int],
-                  cxr: Optional[int], processor: Optional[int] = None) -> Tuple[Dict[str, int], str]:
+                  cxr: Optional[int], processor: Optional[int] = None, trap: Optional[int] = None,
+                  symbolizer=None) -> Tuple[Dict[str, int], str]:
     """The registers a walk starts from and how to name that start."""
+    if sum(x is not None for x in (rip, cxr, processor, trap)) > 1:
+        raise PytriageError("give one start: --cxr, --trap, --processor or --rip/--rsp")
     if processor is not None:
-        if rip is not None or rsp is not None or cxr is not None:
-            raise PytriageError("--processor starts from that processor's context: no --cxr or --rip/--rsp with it")
+        if rsp is not None:
+            raise PytriageError("--processor starts from that processor's context: no --rsp with it")
         return processor_context(target, processor), "processor %d (KPRCB.Context)" % processor
+    if trap is not None:
+        if rsp is not None:
+            raise PytriageError("--trap starts from the trap frame's registers: no --rsp with it")
+        return trap_context(target, trap, symbolizer), "_KTRAP_FRAME at %s" % format_address(trap)
     if (rip is None) != (rsp is None):
         raise PytriageError("--rip and --rsp go together: give both, or neither")
     if rip is not None:
-        if cxr is not None:
-            raise PytriageError("give either --cxr or --rip/--rsp, not both")
         regs = {"rip": rip, "rsp": rsp}
         if rbp is not None:
             regs["rbp"] = rbp

@@ -13,6 +13,7 @@ from pytriage.commands.stack import render_text
 from pytriage.errors import format_address
 from tests.analysis.stack_helpers import HidingTarget, module, store_symbolizer
 from tests.commands.test_sym_dt_cli import corpus_server  # noqa: F401  (a fixture)
+from tests.conftest import CORPUS
 
 
 def run(capsys, *argv):
@@ -109,7 +110,7 @@ def test_start_from_rip_rsp_and_from_a_context_record(capsys, basic_full):
 @pytest.mark.parametrize("argv, message", [
     (["--rip", "fffff80475001029"], "--rip and --rsp go together: give both, or neither"),
     (["--rbp", "1"], "--rbp needs --rip and --rsp"),
-    (["--rip", "1", "--rsp", "2", "--cxr", "3"], "give either --cxr or --rip/--rsp, not both"),
+    (["--rip", "1", "--rsp", "2", "--cxr", "3"], "give one start: --cxr, --trap, --processor or --rip/--rsp"),
     (["--max-frames", "0"], "--max-frames must be between 1 and 65536"),
     (["--cxr", "ffffc08b`f0000000"], "cannot read address ffffc08b`f0000000: "),
 ])
@@ -152,3 +153,22 @@ def test_stats_line(capsys, basic_bitmap):
     stats = [line for line in out.splitlines() if line.startswith("Stack walk: ")]
     assert len(stats) == 1 and stats[0].startswith("Stack walk: 6 frames, ")
     assert any(line.startswith("Target reads: ") for line in out.splitlines())
+
+
+def test_trap_start_walks_like_the_exception_context(capsys, tmp_path, triage_dump_path, triage_facts):
+    """`.trap` on amdppm's KTRAP_FRAME (found on the real stack, see tests/symbols/test_isf.py) gives the
+    same frames as `.cxr` on the 0x7E exception CONTEXT: Child-SP and RetAddr, line for line."""
+    sympath = "srv*%s*%s;%s" % (tmp_path, os.path.join(CORPUS, "symstore"), os.path.join(CORPUS, "symbols"))
+    param4 = triage_facts["bugcheck"]["parameters"][3]
+    code, by_cxr, err = run(capsys, "stack", triage_dump_path, "--cxr", param4, "--symbols", sympath)
+    assert code == 0, err
+    code, by_trap, err = run(capsys, "stack", triage_dump_path, "--trap", "ffff850429891f90", "--symbols", sympath)
+    assert code == 0, err
+    frames = [line for line in by_cxr.splitlines()[1:18]]
+    assert frames[0].endswith("amdppm!WriteIoMemRawEx+0x70")
+    assert by_trap.splitlines()[1:18] == frames
+    code, out, err = run(capsys, "stack", triage_dump_path, "--trap", "ffff850429891f00", "--symbols", sympath)
+    assert code == 2 and "does not look like a _KTRAP_FRAME" in err
+    code, out, err = run(capsys, "stack", triage_dump_path, "--trap", "ffff850429891f90", "--cxr", param4,
+                         "--symbols", sympath)
+    assert code == 2 and err == "pytriage: error: give one start: --cxr, --trap, --processor or --rip/--rsp\n"
