@@ -5,6 +5,7 @@ code 2; ``--debug`` shows the traceback instead, for developers.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -72,6 +73,32 @@ def _open_symbolizer(target, args: argparse.Namespace):
     return Symbolizer(target, store=store, isf_dirs=local_dirs), path, store
 
 
+@contextlib.contextmanager
+def _symbolized_dump(args: argparse.Namespace, require_x64: str = ""):
+    """The dump ``args.dump`` as a target with its symbolizer; both closed on the way out.
+
+    ``require_x64``: what needs x64 (e.g. "stack walking reads x64 unwind data"), refused on other dumps.
+    """
+    from pytriage.target.offline import OfflineDumpTarget
+
+    target = OfflineDumpTarget.open(args.dump)
+    try:
+        if require_x64 and target.machine != "AMD64":
+            raise PytriageError("%s; this dump is %s" % (require_x64, target.machine))
+        symbolizer, path, store = _open_symbolizer(target, args)
+        try:
+            yield target, symbolizer, path, store
+        finally:
+            symbolizer.close()
+    finally:
+        target.close()
+
+
+def _stats_record(target, store) -> dict:
+    """What ``--stats`` adds to a JSON record: target reads and symbol-store traffic."""
+    return {"target": target.stats.to_json(), "symbol_store": store.stats_json()}
+
+
 def _symbol_stats_lines(target, path, store) -> List[str]:
     stats = target.stats
     lines = ["", "Target reads: %d calls, %d bytes, %d cache hits, %d failed" % (
@@ -84,27 +111,19 @@ def _symbol_stats_lines(target, path, store) -> List[str]:
 def _cmd_sym(args: argparse.Namespace) -> int:
     from pytriage.commands.render import to_json_text
     from pytriage.commands.sym import lookup, render_text
-    from pytriage.target.offline import OfflineDumpTarget
 
-    target = OfflineDumpTarget.open(args.dump)
-    try:
-        symbolizer, path, store = _open_symbolizer(target, args)
-        try:
-            records = [lookup(symbolizer, query) for query in args.query]
-            if args.json:
-                out = {"schema": "pytriage.sym/1", "results": records}
-                if args.stats:
-                    out["stats"] = {"target": target.stats.to_json(), "symbol_store": store.stats_json()}
-                print(to_json_text(out))
-            else:
-                for record in records:
-                    print("\n".join(render_text(record, args.verbose)))
-                if args.stats:
-                    print("\n".join(_symbol_stats_lines(target, path, store)))
-        finally:
-            symbolizer.close()
-    finally:
-        target.close()
+    with _symbolized_dump(args) as (target, symbolizer, path, store):
+        records = [lookup(symbolizer, query) for query in args.query]
+        if args.json:
+            out = {"schema": "pytriage.sym/1", "results": records}
+            if args.stats:
+                out["stats"] = _stats_record(target, store)
+            print(to_json_text(out))
+        else:
+            for record in records:
+                print("\n".join(render_text(record, args.verbose)))
+            if args.stats:
+                print("\n".join(_symbol_stats_lines(target, path, store)))
     return 0
 
 
@@ -113,46 +132,37 @@ def _cmd_dt(args: argparse.Namespace) -> int:
     from pytriage.commands.render import hex64, to_json_text
     from pytriage.commands.sym import looks_like_address, parse_address
     from pytriage.symbols.types import StructLayout
-    from pytriage.target.offline import OfflineDumpTarget
 
-    target = OfflineDumpTarget.open(args.dump)
-    try:
-        symbolizer, path, store = _open_symbolizer(target, args)
-        try:
-            layout, where = symbolizer.type_layout(args.type)
-            # Like the engine: a title only when the user did not say which module the type is from.
-            title: Optional[str] = None
-            if "!" not in args.type:
-                title = layout.name if where.startswith("builtin") else "%s!%s" % (where.split(" ", 1)[0],
-                                                                                  layout.name)
-            address = None
-            if args.address is not None:
-                address = parse_address(args.address) if looks_like_address(args.address) \
-                    else symbolizer.address_of(args.address)
-                if not isinstance(layout, StructLayout):
-                    raise PytriageError("%s is an enum: dt with an address needs a struct or union" % layout.name)
-            if args.json:
-                record = {"schema": "pytriage.dt/1", "type": layout_to_json(layout, where),
-                          "address": None if address is None else hex64(address)}
-                if address is not None:
-                    record["values"] = values_to_json(layout, target, address, symbolizer)
-                if args.stats:
-                    record["stats"] = {"target": target.stats.to_json(), "symbol_store": store.stats_json()}
-                print(to_json_text(record))
+    with _symbolized_dump(args) as (target, symbolizer, path, store):
+        layout, where = symbolizer.type_layout(args.type)
+        # Like the engine: a title only when the user did not say which module the type is from.
+        title: Optional[str] = None
+        if "!" not in args.type:
+            title = layout.name if where.startswith("builtin") else "%s!%s" % (where.split(" ", 1)[0], layout.name)
+        address = None
+        if args.address is not None:
+            address = parse_address(args.address) if looks_like_address(args.address) \
+                else symbolizer.address_of(args.address)
+            if not isinstance(layout, StructLayout):
+                raise PytriageError("%s is an enum: dt with an address needs a struct or union" % layout.name)
+        if args.json:
+            record = {"schema": "pytriage.dt/1", "type": layout_to_json(layout, where),
+                      "address": None if address is None else hex64(address)}
+            if address is not None:
+                record["values"] = values_to_json(layout, target, address, symbolizer)
+            if args.stats:
+                record["stats"] = _stats_record(target, store)
+            print(to_json_text(record))
+        else:
+            if address is None:
+                lines = layout_lines(title, layout)
             else:
-                if address is None:
-                    lines = layout_lines(title, layout)
-                else:
-                    lines = value_lines(title, layout, target, address, symbolizer)
-                if where.startswith("builtin"):
-                    lines.append("(layout: %s, builds %s)" % (where, layout.builds or "any"))
-                print("\n".join(lines))
-                if args.stats:
-                    print("\n".join(_symbol_stats_lines(target, path, store)))
-        finally:
-            symbolizer.close()
-    finally:
-        target.close()
+                lines = value_lines(title, layout, target, address, symbolizer)
+            if where.startswith("builtin"):
+                lines.append("(layout: %s, builds %s)" % (where, layout.builds or "any"))
+            print("\n".join(lines))
+            if args.stats:
+                print("\n".join(_symbol_stats_lines(target, path, store)))
     return 0
 
 
@@ -160,37 +170,28 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     from pytriage.analysis.stack_walk import WalkLimits
     from pytriage.commands.render import to_json_text
     from pytriage.commands.stack import render_text, start_context, to_json
-    from pytriage.target.offline import OfflineDumpTarget
 
     if not 1 <= args.max_frames <= 0x10000:
         raise PytriageError("--max-frames must be between 1 and 65536")
-    target = OfflineDumpTarget.open(args.dump)
-    try:
-        if target.machine != "AMD64":
-            raise PytriageError("stack walking reads x64 unwind data; this dump is %s" % target.machine)
-        symbolizer, path, store = _open_symbolizer(target, args)
-        try:
-            context, source = start_context(target, args.rip, args.rsp, args.rbp, args.cxr,
-                                            getattr(args, "processor", None), getattr(args, "trap", None),
-                                            symbolizer)
-            limits = WalkLimits(max_frames=args.max_frames, scan_unverified=args.scan_unverified)
-            walk = target.stack(context, symbolizer=symbolizer, limits=limits)
-            walk.start_source = source
-            if args.json:
-                record = to_json(walk)
-                if args.stats:
-                    record["stats"] = {"target": target.stats.to_json(), "symbol_store": store.stats_json()}
-                print(to_json_text(record))
-            else:
-                print("\n".join(render_text(walk, numbers=args.numbers)))
-                if args.stats:
-                    print("\n".join(["", "Stack walk: %d frames, %d bytes read from the target in %d calls" % (
-                        len(walk.frames), walk.bytes_read, walk.read_calls)] + _symbol_stats_lines(target, path,
-                                                                                                   store)[1:]))
-        finally:
-            symbolizer.close()
-    finally:
-        target.close()
+    with _symbolized_dump(args, require_x64="stack walking reads x64 unwind data") as (target, symbolizer, path,
+                                                                                        store):
+        context, source = start_context(target, args.rip, args.rsp, args.rbp, args.cxr,
+                                        getattr(args, "processor", None), getattr(args, "trap", None),
+                                        symbolizer)
+        limits = WalkLimits(max_frames=args.max_frames, scan_unverified=args.scan_unverified)
+        walk = target.stack(context, symbolizer=symbolizer, limits=limits)
+        walk.start_source = source
+        if args.json:
+            record = to_json(walk)
+            if args.stats:
+                record["stats"] = _stats_record(target, store)
+            print(to_json_text(record))
+        else:
+            print("\n".join(render_text(walk, numbers=args.numbers)))
+            if args.stats:
+                print("\n".join(["", "Stack walk: %d frames, %d bytes read from the target in %d calls" % (
+                    len(walk.frames), walk.bytes_read, walk.read_calls)] + _symbol_stats_lines(target, path,
+                                                                                               store)[1:]))
     return 0
 
 
