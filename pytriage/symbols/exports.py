@@ -10,9 +10,8 @@ import bisect
 import struct
 from typing import Iterator, List, Optional, Tuple
 
-import pefile
-
 from pytriage.errors import MemoryReadError, SymbolError
+from pytriage.symbols.pe_headers import data_directory, open_image_file
 from pytriage.symbols.source import SymbolSource
 
 _EXPORT_DIRECTORY = struct.Struct("<IIHHIIIIIII")     # IMAGE_EXPORT_DIRECTORY, 40 bytes
@@ -66,11 +65,10 @@ def exports_from_memory(target, base: int) -> Optional[ExportSymbols]:
     """Exports of the image mapped at ``base``; None when its headers or export pages are not in the dump."""
     try:
         headers = target.read(base, 0x1000)
-        pe = pefile.PE(data=headers, fast_load=True)
-        entry = pe.OPTIONAL_HEADER.DATA_DIRECTORY[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_EXPORT"]]
-        if not entry.VirtualAddress or entry.Size < _EXPORT_DIRECTORY.size:
+        rva, size = data_directory(headers, "IMAGE_DIRECTORY_ENTRY_EXPORT", "image at %x" % base)
+        if not rva or size < _EXPORT_DIRECTORY.size:
             return None
-        fields = _EXPORT_DIRECTORY.unpack(target.read(base + entry.VirtualAddress, _EXPORT_DIRECTORY.size))
+        fields = _EXPORT_DIRECTORY.unpack(target.read(base + rva, _EXPORT_DIRECTORY.size))
         n_functions, n_names, functions_rva, names_rva, ordinals_rva = fields[6:11]
         if n_names > _MAX_EXPORTS or n_functions > _MAX_EXPORTS:
             return None
@@ -81,17 +79,13 @@ def exports_from_memory(target, base: int) -> Optional[ExportSymbols]:
         for name_rva, ordinal in zip(names, ordinals):
             if ordinal < n_functions:
                 exports.append((functions[ordinal], _read_cstring(target, base + name_rva)))
-    except (MemoryReadError, pefile.PEFormatError, struct.error):
+    except (MemoryReadError, SymbolError, struct.error):
         return None
     return ExportSymbols(exports, "exports of the image in the dump")
 
 
 def exports_from_file(path: str) -> ExportSymbols:
-    try:
-        pe = pefile.PE(path, fast_load=True)
-        pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_EXPORT"]])
-    except (pefile.PEFormatError, OSError) as exc:
-        raise SymbolError("%s: not a readable PE image: %s" % (path, exc)) from None
+    pe = open_image_file(path, "IMAGE_DIRECTORY_ENTRY_EXPORT")
     try:
         exports = []
         directory = getattr(pe, "DIRECTORY_ENTRY_EXPORT", None)

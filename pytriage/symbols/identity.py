@@ -11,10 +11,9 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
-import pefile
-
-from pytriage.errors import MemoryReadError, SymbolError
+from pytriage.errors import MemoryReadError
 from pytriage.symbols.guid import guid_hex
+from pytriage.symbols.pe_headers import data_directory, open_image_file
 
 IMAGE_DEBUG_TYPE_CODEVIEW = 2
 _DEBUG_DIRECTORY = struct.Struct("<IIHHIIII")     # Characteristics .. PointerToRawData (28 bytes)
@@ -49,22 +48,13 @@ def parse_rsds(record: bytes) -> Optional[CodeViewInfo]:
     return CodeViewInfo(name, guid_hex(record[4:20]), age)
 
 
-def _debug_directory(headers: bytes, where: str):
-    try:
-        pe = pefile.PE(data=headers, fast_load=True)
-    except pefile.PEFormatError as exc:
-        raise SymbolError("%s: not a PE image: %s" % (where, exc)) from None
-    entry = pe.OPTIONAL_HEADER.DATA_DIRECTORY[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_DEBUG"]]
-    return entry.VirtualAddress, entry.Size
-
-
 def codeview_from_memory(target, base: int) -> Optional[CodeViewInfo]:
     """The RSDS record of the image mapped at ``base``; None when the dump lacks those pages."""
     try:
         headers = target.read(base, _HEADER_BYTES)
     except MemoryReadError:
         return None
-    rva, size = _debug_directory(headers, "image at %x" % base)
+    rva, size = data_directory(headers, "IMAGE_DIRECTORY_ENTRY_DEBUG", "image at %x" % base)
     count = min(size // _DEBUG_DIRECTORY.size, _MAX_DEBUG_ENTRIES)
     if not rva or not count:
         return None
@@ -84,11 +74,7 @@ def codeview_from_memory(target, base: int) -> Optional[CodeViewInfo]:
 
 def codeview_from_file(path: str) -> Optional[CodeViewInfo]:
     """The RSDS record of an image file (e.g. fetched from a symbol store)."""
-    try:
-        pe = pefile.PE(path, fast_load=True)
-        pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_DEBUG"]])
-    except (pefile.PEFormatError, OSError) as exc:
-        raise SymbolError("%s: not a readable PE image: %s" % (path, exc)) from None
+    pe = open_image_file(path, "IMAGE_DIRECTORY_ENTRY_DEBUG")
     try:
         for entry in getattr(pe, "DIRECTORY_ENTRY_DEBUG", []):
             if entry.struct.Type != IMAGE_DEBUG_TYPE_CODEVIEW:
