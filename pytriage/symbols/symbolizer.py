@@ -33,6 +33,17 @@ _KERNEL_PDBS = ("ntkrnlmp.pdb", "ntoskrnl.pdb", "ntkrnlpa.pdb", "ntkrpamp.pdb")
 _MAX_KERNEL_TABLES = 64
 
 
+def _shown_name(source_kind: str, raw: str) -> Optional[str]:
+    """How the debugger shows the stored name ``raw`` of a ``source_kind`` source; None when it never
+    names an address by it. Export names are shown as exported; PDB names lose their C underscore
+    (ISF tables from volatility3 already did that); string literals are never shown."""
+    if source_kind == "export":
+        return raw
+    if is_hidden(raw):
+        return None
+    return display_name(raw, source_kind == "pdb")
+
+
 def _kernel_isf_files(directory: str) -> List[str]:
     """Kernel ISF tables under ``directory`` in any of the layouts ``isf_candidates`` knows (bounded)."""
     found: List[str] = []
@@ -241,8 +252,7 @@ class Symbolizer:
         When that symbol is a string literal (``??_C@``: data the debugger never names code by), the
         function containing ``rva`` is not among the symbols we have -- a literal cannot sit inside a
         function's code, so every symbol below it ended before it -- and the address stays unnamed
-        (``module+0xoff``) rather than named after a neighbour. PDB names lose their C underscore;
-        ISF tables (volatility3) already did that; export names are shown as exported.
+        (``module+0xoff``) rather than named after a neighbour. Names as ``_shown_name`` shows them.
         """
         if info.source is None:
             return None
@@ -250,11 +260,8 @@ class Symbolizer:
         if nearest is None:
             return None
         raw, symbol_rva = nearest
-        if info.kind == "export":
-            return raw, symbol_rva
-        if is_hidden(raw):
-            return None
-        return display_name(raw, info.kind == "pdb"), symbol_rva
+        shown = _shown_name(info.kind, raw)
+        return None if shown is None else (shown, symbol_rva)
 
     @staticmethod
     def _inside_export(source: SymbolSource, rva: int) -> bool:
@@ -296,13 +303,8 @@ class Symbolizer:
         info = self.module_symbols(module)
         if info.source is None:
             return []
-        rows = []
-        for raw, rva in info.source.symbols():
-            if info.kind == "export":
-                rows.append((raw, module.base + rva))
-            elif not is_hidden(raw):
-                rows.append((display_name(raw, info.kind == "pdb"), module.base + rva))
-        return sorted(rows)
+        shown = ((_shown_name(info.kind, raw), rva) for raw, rva in info.source.symbols())
+        return sorted((name, module.base + rva) for name, rva in shown if name is not None)
 
     def _shown_names(self, info: ModuleSymbols) -> Dict[str, int]:
         """Undecorated name -> RVA, so users can type what the debugger shows (``FxStubInitTypes``)."""
@@ -311,8 +313,9 @@ class Symbolizer:
             cached = {}
             if info.source is not None and info.kind in ("pdb", "isf"):
                 for raw, rva in info.source.symbols():
-                    if not is_hidden(raw):
-                        cached.setdefault(display_name(raw, info.kind == "pdb"), rva)
+                    name = _shown_name(info.kind, raw)
+                    if name is not None:
+                        cached.setdefault(name, rva)
             self._display_index[info.module.base] = cached
         return cached
 
