@@ -117,43 +117,10 @@ class SymbolStore:
         self.messages: List[str] = []
         self._server_client = SymbolServerClient(self.stats, timeout, retries, backoff, progress or None)
 
-    # The download settings live in the HTTP client; these keep them readable and settable here.
-
-    @property
-    def timeout(self) -> float:
-        """Seconds per socket operation (connect, each read)."""
-        return self._server_client.timeout
-
-    @timeout.setter
-    def timeout(self, value: float) -> None:
-        self._server_client.timeout = value
-
-    @property
-    def retries(self) -> int:
-        """Extra attempts a connection error or 5xx gets."""
-        return self._server_client.retries
-
-    @retries.setter
-    def retries(self, value: int) -> None:
-        self._server_client.retries = value
-
-    @property
-    def backoff(self) -> float:
-        """Seconds before the first retry, doubled for each further one."""
-        return self._server_client.backoff
-
-    @backoff.setter
-    def backoff(self, value: float) -> None:
-        self._server_client.backoff = value
-
     @property
     def progress(self) -> Optional[ProgressCallback]:
-        """The download progress callback, or None for none."""
+        """The download progress callback (it lives in the HTTP client), or None for none."""
         return self._server_client.progress
-
-    @progress.setter
-    def progress(self, value: Optional[ProgressCallback]) -> None:
-        self._server_client.progress = value
 
     def stats_line(self) -> str:
         """The counters as one line for ``--stats`` text output."""
