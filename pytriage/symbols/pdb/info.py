@@ -11,7 +11,7 @@ offset in that buffer to a stream number.
 """
 
 import struct
-from typing import Dict, NamedTuple
+from typing import Dict, NamedTuple, Tuple
 
 from pytriage.symbols.guid import guid_hex
 from pytriage.symbols.pdb.msf import MsfStream
@@ -48,6 +48,19 @@ def _read_named_streams(stream: MsfStream, data: bytes, pos: int) -> Dict[str, i
         if pos + count > len(data):
             raise stream.error(pos, "named stream map truncated in %s" % what)
 
+    def bit_vector(what: str) -> Tuple[int, ...]:
+        """A word count then that many 32-bit words (the hash table's present/deleted sets)."""
+        nonlocal pos
+        need(4, what)
+        words = struct.unpack_from("<I", data, pos)[0]
+        if words > _MAX_NAMED_STREAMS // 32 + 1:
+            raise stream.error(pos, "named stream map: %s of %d words" % (what, words))
+        pos += 4
+        need(4 * words, what)
+        bits = struct.unpack_from("<%dI" % words, data, pos)
+        pos += 4 * words
+        return bits
+
     need(4, "string buffer size")
     strings_size = struct.unpack_from("<I", data, pos)[0]
     pos += 4
@@ -59,22 +72,9 @@ def _read_named_streams(stream: MsfStream, data: bytes, pos: int) -> Dict[str, i
     if count > capacity or capacity > _MAX_NAMED_STREAMS:
         raise stream.error(pos, "named stream map has %d entries in %d buckets" % (count, capacity))
     pos += 8
-    need(4, "present bit vector")
-    present_words = struct.unpack_from("<I", data, pos)[0]
-    if present_words > _MAX_NAMED_STREAMS // 32 + 1:
-        raise stream.error(pos, "named stream map: present bit vector of %d words" % present_words)
-    pos += 4
-    need(4 * present_words, "present bit vector")
-    present = struct.unpack_from("<%dI" % present_words, data, pos)
-    pos += 4 * present_words
-    need(4, "deleted bit vector")
-    deleted_words = struct.unpack_from("<I", data, pos)[0]
-    if deleted_words > _MAX_NAMED_STREAMS // 32 + 1:
-        raise stream.error(pos, "named stream map: deleted bit vector of %d words" % deleted_words)
-    pos += 4
-    need(4 * deleted_words, "deleted bit vector")
-    pos += 4 * deleted_words
-    buckets = [i for i in range(32 * present_words) if present[i >> 5] >> (i & 31) & 1]
+    present = bit_vector("present bit vector")
+    bit_vector("deleted bit vector")
+    buckets = [i for i in range(32 * len(present)) if present[i >> 5] >> (i & 31) & 1]
     if len(buckets) != count or (buckets and buckets[-1] >= capacity):
         raise stream.error(pos, "named stream map: %d present buckets for %d entries" % (len(buckets), count))
     need(8 * count, "entries")
