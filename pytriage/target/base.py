@@ -30,6 +30,7 @@ class Target:
         self._module_bases: Optional[List[Tuple[int, int, Module]]] = None
         self._module_starts: List[int] = []
         self._modules_overlap = False
+        self._unwind_catalog: Optional[Tuple[object, object]] = None    # (symbol store, UnwindCatalog)
 
     # -- what a backend provides ----------------------------------------------------------------------
     def _read_backend(self, va: int, size: int) -> bytes:
@@ -75,9 +76,9 @@ class Target:
         from pytriage.analysis.stack_walk import walk_stack
 
         store = getattr(symbolizer, "store", None)
-        cached = self.__dict__.get("_unwind_catalog")          # one per symbol store: reused by later walks
+        cached = self._unwind_catalog                          # one per symbol store: reused by later walks
         if cached is None or cached[0] is not store:
-            cached = self.__dict__["_unwind_catalog"] = (store, UnwindCatalog(self, store))
+            cached = self._unwind_catalog = (store, UnwindCatalog(self, store))
         return walk_stack(self, context if context is not None else self.context_record(),
                           symbolizer=symbolizer, limits=limits, catalog=cached[1])
 
