@@ -16,7 +16,7 @@ import struct
 from typing import Dict, List, Optional
 
 from pytriage.commands.render import format_address, hex64
-from pytriage.errors import MemoryReadError
+from pytriage.errors import MemoryReadError, PytriageError
 from pytriage.symbols.types import EnumLayout, Field, StructLayout, TypeLayout, TypeRef, windbg_base_name
 
 _MIN_NAME_WIDTH = 16
@@ -159,7 +159,7 @@ class _ValueReader:
                 try:
                     layout = self.symbolizer.type_layout(ref.name)[0]
                     name = layout.name_of(value) if isinstance(layout, EnumLayout) else None
-                except Exception:     # an enum we cannot name is still shown by value
+                except PytriageError:     # an enum we cannot name is still shown by value
                     name = None
             return "0n%d%s" % (value, " ( %s )" % name if name else "")
         if ref.name == "_LIST_ENTRY":
