@@ -9,7 +9,13 @@ symbol path), two fallbacks, each marked in the result:
 - otherwise a bounded *scan* of the stack above the frame for a value that is a return address: it
   points into a known module just after a ``call`` instruction (``scanned``; never presented as
   certain). ``scan_unverified`` also accepts values whose preceding code is not in the dump and not on
-  the symbol path (marked so), which finds more true frames and more false ones.
+  the symbol path (marked so), which finds more true frames and more false ones;
+- and, below whatever the scan found, a *search for a ``_KTRAP_FRAME``* the kernel built on this stack
+  (``trap-search``): its saved Rsp must be exactly where the processor pushed the machine frame, just
+  above it, its SegCs/SegSs kernel selectors and its Rip in a module's code. A trap frame nearer than the
+  scan's hit wins: the scan would otherwise skip over the interrupted frames, which are usually the
+  crash's story (a bugcheck from an exception dispatch reaches the faulting driver this way). The frames
+  between the two are unknown, and a note says so.
 
 Everything is bounded: at most ``max_frames`` frames, ``max_read_bytes`` of target reads, ``scan_bytes``
 per scan; the walk stops when the stack pointer does not grow, a (rip, rsp) pair repeats, the stack is
@@ -48,8 +54,13 @@ TRACKED = GENERAL + ("rip", "cs", "ss", "rflags")
 _DISPATCH_THUNKS = ("guard_dispatch_icall", "guard_xfg_dispatch_icall", "retpoline")
 
 # how a frame was found (StackFrame.found_by)
-CONTEXT, UNWIND, EPILOG, LEAF, MACHINE_FRAME, TRAP_FRAME, SCANNED = (
-    "context", "unwind", "epilog", "leaf", "machine-frame", "trap-frame", "scanned")
+CONTEXT, UNWIND, EPILOG, LEAF, MACHINE_FRAME, TRAP_FRAME, SCANNED, TRAP_SEARCH = (
+    "context", "unwind", "epilog", "leaf", "machine-frame", "trap-frame", "scanned", "trap-search")
+# Selectors an x64 Windows kernel runs with (KGDT64_R0_CODE, KGDT64_R0_DATA; 0 is what a processor may
+# leave in SS in long mode).
+KERNEL_SS = (0x18, 0x0)
+# RFLAGS bits that read as fixed values: bit 1 is always 1; bits 3, 5, 15 and 22-63 are always 0.
+_RFLAGS_ZERO = 0xFFFFFFFFFFC08028
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,7 @@ class _Walker:
         self.calls_at_start = target.stats.read_calls
         self._layout: Optional[TrapFrameLayout] = None
         self._noted: Set[str] = set()
+        self._interrupted = False     # step() continued from an interrupted context (a searched trap frame)
 
     # -- reads and names --------------------------------------------------------------------------------
     def read_u64(self, va: int) -> int:
@@ -239,9 +251,10 @@ class _Walker:
                 if self.bytes_read() > self.limits.max_read_bytes:
                     raise _Stop("read-budget", "stopped after reading %d bytes of the target (the read limit)"
                                 % self.bytes_read())
+                self._interrupted = False
                 registers, known, found_by, scan = self.step(frame, registers, known, exact)
-                exact = found_by in (MACHINE_FRAME, TRAP_FRAME)
-                if found_by not in (MACHINE_FRAME, TRAP_FRAME) and registers["rsp"] <= rsp:
+                exact = found_by in (MACHINE_FRAME, TRAP_FRAME) or self._interrupted
+                if not exact and registers["rsp"] <= rsp:
                     raise _Stop("not-increasing", "frame %02x (%s): the stack pointer would go from %s to %s: it "
                                 "must grow from one frame to its caller" % (number, frame.call_site,
                                                                             format_address(rsp),
@@ -335,30 +348,130 @@ class _Walker:
         callee = (self.function_start(frame), frame.instruction_pointer)
         passed = 0
         slot = start
+        hit: Optional[ScanHit] = None
+        stop: Optional[_Stop] = None
         while slot < end:
             try:
                 value = self.read_u64(slot)
             except MemoryReadError:
-                raise _Stop("unreadable", "frame %02x (%s): no unwind data, and the stack scan for its return "
-                            "address reached unreadable memory at %s%s"
-                            % (frame.number, frame.call_site, format_address(slot), _passed(passed))) from None
+                stop = _Stop("unreadable", "frame %02x (%s): no unwind data, and the stack scan for its return "
+                             "address reached unreadable memory at %s%s"
+                             % (frame.number, frame.call_site, format_address(slot), _passed(passed)))
+                break
+            if value == frame.instruction_pointer and frame.found_by == SCANNED:
+                # A scanned frame's own return address found again right above it: a stale copy (true
+                # recursion from one call site would need unwind data to tell apart).
+                passed += 1
+                slot += 8
+                continue
             hit, code_pointer = self.candidate(slot, value, callee)
             if hit is not None:
                 hit.passed_over = passed
-                if passed:
-                    self.note("frame %02x was found by scanning 0x%x bytes of stack above frame %02x, passing over "
-                              "%d value%s into module code without a verified call before %s: frames may be "
-                              "missing between the two" % (frame.number + 1, slot + 8 - start, frame.number, passed,
-                                                           "" if passed == 1 else "s",
-                                                           "it" if passed == 1 else "them"))
-                regs = dict(registers, rip=value, rsp=(slot + 8) & MASK64)
-                # After a scan nothing is known of the caller's other registers.
-                return regs, frozenset(("rip", "rsp")), SCANNED, hit
+                break
             passed += code_pointer
             slot += 8
-        raise _Stop("scan-failed", "frame %02x (%s): no unwind data, and no return address in the 0x%x bytes of "
-                    "stack above %s%s" % (frame.number, frame.call_site, self.limits.scan_bytes, format_address(start),
-                                          _passed(passed)))
+        else:
+            stop = _Stop("scan-failed", "frame %02x (%s): no unwind data, and no return address in the 0x%x bytes "
+                         "of stack above %s%s" % (frame.number, frame.call_site, self.limits.scan_bytes,
+                                                  format_address(start), _passed(passed)))
+        # A trap frame below the scan's hit (or below where the scan gave up) is nearer evidence.
+        trapped = self.search_trap_frame(frame, registers, slot)
+        if trapped is not None:
+            return trapped
+        if stop is not None:
+            raise stop
+        assert hit is not None
+        if passed:
+            self.note("frame %02x was found by scanning 0x%x bytes of stack above frame %02x, passing over "
+                      "%d value%s into module code without a verified call before %s: frames may be "
+                      "missing between the two" % (frame.number + 1, slot + 8 - start, frame.number, passed,
+                                                   "" if passed == 1 else "s", "it" if passed == 1 else "them"))
+        regs = dict(registers, rip=hit.value, rsp=(slot + 8) & MASK64)
+        # After a scan nothing is known of the caller's other registers.
+        return regs, frozenset(("rip", "rsp")), SCANNED, hit
+
+    # -- the trap-frame search ----------------------------------------------------------------------------
+    def search_trap_frame(self, frame: StackFrame, registers: Dict[str, int], limit: int):
+        """The nearest ``_KTRAP_FRAME`` the kernel built on this stack between the frame's stack pointer and
+        ``limit`` (where the scan found its candidate or gave up), or None.
+
+        A processor interrupting kernel code without a stack switch pushes the machine frame at the
+        interrupted RSP aligned down to 16 (then the error code, if any); the handler builds the rest of
+        the trap frame below it. So the saved Rsp lies within 16 bytes above the trap frame's end: that,
+        the kernel selectors, sane RFLAGS and a Rip in a module's code make a match. The handler called
+        on with its stack pointer at the trap frame, so the value just below it is the handler's
+        return address: a frame of its own when its symbol is a trap handler."""
+        layout = self.layout
+        size, rsp_at = layout.size, layout.offsets["Rsp"]
+        start = (frame.child_sp + 7) & ~7 & MASK64
+        span = self._readable_span(start, limit - start + size)
+        address = start
+        while address + size <= start + len(span):
+            saved_rsp = int.from_bytes(span[address - start + rsp_at:address - start + rsp_at + 8], "little")
+            if address + size <= saved_rsp <= address + size + 0x10:
+                found = self._trap_frame_match(frame, registers, address)
+                if found is not None:
+                    return found
+            address += 8
+        return None
+
+    def _readable_span(self, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``start``, ending where the memory stops being readable."""
+        out = bytearray()
+        address = start
+        while len(out) < length:
+            chunk = min(length - len(out), 0x1000 - (address & 0xFFF))
+            try:
+                out += self.target.read(address, chunk)
+            except MemoryReadError:
+                break
+            address += chunk
+        return bytes(out)
+
+    def _trap_frame_match(self, frame: StackFrame, registers: Dict[str, int], address: int):
+        try:
+            trap = read_trap_frame(self.target, address, self.layout)
+        except MemoryReadError:
+            return None
+        if trap_frame_problem(trap, address) is not None or trap["cs"] != KERNEL_CS or trap["ss"] not in KERNEL_SS:
+            return None
+        if trap["rflags"] & _RFLAGS_ZERO or not trap["rflags"] & 2:
+            return None
+        module = self.target.module_at(trap["rip"])
+        if module is None or self.catalog.image(module).is_executable(trap["rip"] - module.base) is False:
+            return None
+        distance = "0x%x bytes above frame %02x" % (address - frame.child_sp, frame.number)
+        handler = self._trap_handler_return(address)
+        if handler is not None:
+            self.note("frame %02x (%s) was found through the _KTRAP_FRAME at %s on the stack, %s: frames "
+                      "between the two may be missing" % (frame.number + 1, handler, format_address(address),
+                                                           distance))
+            regs = dict(registers, rip=self.read_u64(address - 8), rsp=address)
+            return regs, frozenset(("rip", "rsp")), TRAP_SEARCH, None
+        self.note("frame %02x is the interrupted context of the _KTRAP_FRAME at %s on the stack, %s (the "
+                  "handler that built it is not known): frames between the two may be missing"
+                  % (frame.number + 1, format_address(address), distance))
+        self._interrupted = True
+        regs = dict(registers)
+        regs.update(trap)
+        return regs, frozenset(VOLATILE | {"rip", "rsp", "rbp", "cs", "ss", "rflags"}), TRAP_SEARCH, None
+
+    def _trap_handler_return(self, trap_address: int) -> Optional[str]:
+        """The name of the kernel trap handler whose return address sits just below the trap frame."""
+        try:
+            value = self.read_u64(trap_address - 8)
+        except MemoryReadError:
+            return None
+        module = self.target.module_at(value)
+        if module is None or module.debugger_name != "nt" or self.symbolizer is None:
+            return None
+        try:
+            resolution = self.symbolizer.resolve(value)
+        except PytriageError:
+            return None
+        if not resolution.symbol or not resolution.displacement or not is_trap_handler(resolution.symbol):
+            return None
+        return str(resolution)
 
     def candidate(self, slot: int, value: int, callee: Tuple[Optional[int], int]) -> Tuple[Optional[ScanHit], int]:
         """(hit or None, 1 if the value pointed into module code but was rejected)."""

@@ -9,7 +9,7 @@ a ``Stopped:`` line, and what the walk had to work around follows as ``Note:`` l
 
 from typing import Dict, List, Optional, Tuple
 
-from pytriage.analysis.stack_walk import SCANNED, StackFrame, StackWalk
+from pytriage.analysis.stack_walk import SCANNED, TRAP_SEARCH, StackFrame, StackWalk
 from pytriage.analysis.trap_frame import read_trap_frame, trap_frame_layout, trap_frame_problem
 from pytriage.dump.context import parse_context
 from pytriage.errors import PytriageError, format_address
@@ -81,6 +81,8 @@ def _mark(frame: StackFrame) -> str:
     if frame.found_by == SCANNED:
         verified = frame.scan is not None and frame.scan.evidence == "call"
         text += " [scanned]" if verified else " [scanned, call not verified]"
+    elif frame.found_by == TRAP_SEARCH:
+        text += " [trap frame search]"
     return text
 
 

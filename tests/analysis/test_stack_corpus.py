@@ -135,7 +135,9 @@ def test_bugcheck_context_crosses_the_trap_frame_by_the_handlers_name(corpus, tr
     facts = _facts(triage_facts)
     frames = _frames(walk)
     assert [f for f in frames if f in facts] == facts[:36]            # every frame of the facts, in order
-    assert len(frames) == 65
+    # 28 values that are no frame of the facts; one more (nt!PspSystemThreadStartup+0x55 right above a
+    # scanned frame of that same address) is dropped as a stale copy
+    assert len(frames) == 64
     handler = next(f for f in walk.frames if f.trap_frame is not None)
     assert (handler.call_site, handler.child_sp, handler.trap_frame) == (
         "nt!KiSegmentNotPresentFault+0x335", TRAP_FRAME, TRAP_FRAME)
@@ -144,8 +146,26 @@ def test_bugcheck_context_crosses_the_trap_frame_by_the_handlers_name(corpus, tr
                                                                  facts[8][0])
     assert _frames(walk)[handler.number + 1:handler.number + 18] == facts[8:25]
     assert walk.trap_frame_layout.startswith("nt (") and "ntkrnlmp" in walk.trap_frame_layout
-    # strictly (calls must be verified), the first stale return address with a checkable call wins
-    strict = walk_stack(target, context, symbolizer)
-    assert [f.call_site for f in strict.frames] == ["nt!KeBugCheckEx", "nt!_C_specific_handler+0xa2"] + \
-        ["nt!PspSystemThreadStartup+0x55"] * 4
-    assert _frames(strict)[:2] == [facts[0], facts[2]] and _frames(strict)[-1] == facts[34]
+
+
+def test_bugcheck_context_reaches_the_faulting_driver_through_a_trap_frame_found_on_the_stack(corpus, triage_facts):
+    """Strictly (calls must be verified), the scan from KeBugCheckEx finds a true frame (facts 2) and a
+    stale return address, then nothing checkable below facts 34; the _KTRAP_FRAME that
+    KiSegmentNotPresentFault built lies below that hit, so it wins: its saved Rsp is exactly the trap
+    frame's end, its selectors are the kernel's, and the value just below it returns into a trap handler.
+    From there on the stack is the exception context's, frame for frame."""
+    target, symbolizer, _cache = corpus
+    walk = walk_stack(target, context_at(target, BUGCHECK_CONTEXT), symbolizer)
+    facts = _facts(triage_facts)
+    stale = (0xFFFF850429890F98, 0xFFFFF8047BD17E25)        # nt!PspSystemThreadStartup+0x55, left in a local
+    assert _frames(walk) == [facts[0], facts[2], stale, facts[7]] + facts[8:25] + [facts[34]]
+    assert [f.call_site for f in walk.frames[:4]] == [
+        "nt!KeBugCheckEx", "nt!_C_specific_handler+0xa2", "nt!PspSystemThreadStartup+0x55",
+        "nt!KiSegmentNotPresentFault+0x335"]
+    assert [f.found_by for f in walk.frames[:5]] == ["context", "scanned", "scanned", "trap-search", "trap-frame"]
+    handler = walk.frames[3]
+    assert (handler.child_sp, handler.trap_frame) == (TRAP_FRAME, TRAP_FRAME)
+    assert walk.frames[2].return_address == facts[7][1]
+    assert "frame 03 (nt!KiSegmentNotPresentFault+0x335) was found through the _KTRAP_FRAME at ffff8504`29891f90 " \
+        "on the stack, 0xff8 bytes above frame 02: frames between the two may be missing" in walk.notes
+    assert walk.stop_reason == "unreadable"

@@ -15,7 +15,7 @@ import pytest
 
 from pytriage.analysis.function_table import UnwindCatalog
 from pytriage.analysis.stack_walk import NONVOLATILE, WalkLimits, walk_stack
-from pytriage.errors import PytriageError
+from pytriage.errors import PytriageError, format_address
 from pytriage.scenarios import build_builtin, builtin_path
 from pytriage.scenarios.builder import build_scenario
 from pytriage.scenarios.spec import parse_spec
@@ -174,6 +174,69 @@ def test_trap_frame_of_a_known_handler_without_unwind_data(basic_full):
     assert walk.frames[2].trap_frame == walk.frames[2].child_sp == basic_full.stack.frames[2].trap_frame
     assert walk.frames[3].registers["rax"] == 0 and walk.frames[3].registers["rcx"] == 0xFFFFC08BE0140000
     assert walk.complete
+
+
+def _nt_image_but_its_data(built):
+    """nt's headers, code and unwind data hidden (as in a triage dump); its .data (PsLoadedModuleList)
+    stays readable."""
+    nt = built.modules[0]
+    data = next(s for s in nt.image.sections if s.name == ".data")
+    return [(nt.spec.base, nt.spec.base + data.rva), (nt.spec.base + data.rva + data.virtual_size,
+                                                      nt.spec.base + nt.spec.size)]
+
+
+def test_trap_frame_found_on_the_stack_when_no_return_address_can_be_checked(basic_full):
+    """nt's image, code included, is not in the dump and no store has it: from KeBugCheckEx no value on
+    the stack can be checked for a call. The KTRAP_FRAME that KiPageFault built is found by its contents
+    (saved Rsp right above it, kernel selectors, Rip in contosolwf's code); the value just below it
+    returns into KiPageFault, a trap handler: that frame, then the faulting frame and its callers,
+    exactly as planned. KiBugCheckDispatch (between the two) is missing, and a note says frames may be."""
+    walk = _walk(basic_full, hidden=_nt_image_but_its_data(basic_full), store=False)
+    plan = plan_rows(basic_full.stack)
+    assert rows(walk) == [plan[0][:1] + (basic_full.stack.frames[2].rip, "nt!KeBugCheckEx", None)] + plan[2:]
+    assert [f.found_by for f in walk.frames] == ["context", "trap-search", "trap-frame", "unwind", "unwind"]
+    trap = basic_full.stack.frames[2].trap_frame
+    assert walk.frames[1].trap_frame == walk.frames[1].child_sp == trap
+    assert walk.frames[2].registers["rax"] == 0 and walk.complete
+    assert "frame 01 (nt!KiPageFault+0x1a) was found through the _KTRAP_FRAME at %s on the stack, 0x%x bytes " \
+        "above frame 00: frames between the two may be missing" % (format_address(trap),
+                                                                   trap - plan[0][0]) in walk.notes
+
+
+def test_trap_frame_without_a_known_handler_below_it(basic_full, tmp_path):
+    """The value below the trap frame is no trap handler's return address: the walk goes on from the
+    interrupted context itself (exact registers: rip is the faulting instruction, not a return address)."""
+    trap = basic_full.stack.frames[2].trap_frame
+    path = patched_copy(basic_full, tmp_path, {trap - 8: 0})
+    walk = _walk(basic_full, path, hidden=_nt_image_but_its_data(basic_full), store=False)
+    plan = plan_rows(basic_full.stack)
+    assert rows(walk) == [plan[0][:1] + (basic_full.stack.frames[3].rip, "nt!KeBugCheckEx", None)] + plan[3:]
+    assert [f.found_by for f in walk.frames] == ["context", "trap-search", "unwind", "unwind"]
+    assert walk.frames[1].registers["rax"] == 0 and walk.complete
+    assert any(n.startswith("frame 01 is the interrupted context of the _KTRAP_FRAME at %s on the stack"
+                            % format_address(trap)) for n in walk.notes)
+
+
+@pytest.mark.parametrize("field, value", [
+    (0x180, 0xFFFFC08BE0007000),        # saved Rsp not where the machine frame was pushed
+    (0x170, 0x33),                      # user-mode SegCs
+    (0x188, 0x2B),                      # user-mode SegSs
+    (0x178, 0x8202),                    # RFLAGS with reserved bit 15 set
+    (0x168, 0x4141414141414141),        # Rip in no module
+])
+def test_trap_frame_search_rejects_what_is_not_a_kernel_trap_frame(basic_full, tmp_path, field, value):
+    trap = basic_full.stack.frames[2].trap_frame
+    path = patched_copy(basic_full, tmp_path, {trap + field: value})
+    walk = _walk(basic_full, path, hidden=_nt_image_but_its_data(basic_full), store=False)
+    assert "trap-search" not in [f.found_by for f in walk.frames]
+    assert all(f.trap_frame is None for f in walk.frames) and not any("_KTRAP_FRAME" in n for n in walk.notes)
+    # the scan goes on past the doctored trap frame, to the next value after a verified call (an indirect
+    # one, so it cannot be checked against KeBugCheckEx): contosolwf's return into ndisCallReceiveHandler;
+    # then unwinding again. The faulting frame is lost, and the scanned frame is marked so.
+    plan = basic_full.stack.frames
+    assert [(f.found_by, f.child_sp, f.instruction_pointer) for f in walk.frames] == [
+        ("context", plan[0].child_sp, plan[0].rip), ("scanned", plan[4].child_sp, plan[4].rip),
+        ("unwind", plan[5].child_sp, plan[5].rip)]
 
 
 def test_corrupt_return_address_is_shown_and_the_walk_stops(basic_full, tmp_path):

@@ -172,3 +172,26 @@ def test_trap_start_walks_like_the_exception_context(capsys, tmp_path, triage_du
     code, out, err = run(capsys, "stack", triage_dump_path, "--trap", "ffff850429891f90", "--cxr", param4,
                          "--symbols", sympath)
     assert code == 2 and err == "pytriage: error: give one start: --cxr, --trap, --processor or --rip/--rsp\n"
+
+
+def test_bugcheck_processor_reaches_amdppm_through_a_searched_trap_frame(capsys, tmp_path, triage_dump_path,
+                                                                         triage_facts):
+    """`~0s; kn` as pytriage does it on the real dump: KeBugCheckEx, two scanned nt frames, then the
+    trap handler found through its _KTRAP_FRAME on the stack, marked, with the faulting amdppm frame next."""
+    sympath = "srv*%s*%s;%s" % (tmp_path, os.path.join(CORPUS, "symstore"), os.path.join(CORPUS, "symbols"))
+    code, out, err = run(capsys, "stack", triage_dump_path, "-n", "--processor", "0", "--symbols", sympath)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[1:6] == [
+        "00 ffff8504`29890ee8 fffff804`7bdcc052 nt!KeBugCheckEx",
+        "01 ffff8504`29890f30 fffff804`7bd17e25 nt!_C_specific_handler+0xa2 [scanned]",
+        "02 ffff8504`29890f98 fffff804`7be031f5 nt!PspSystemThreadStartup+0x55 [scanned]",
+        "03 ffff8504`29891f90 fffff804`8b58334c nt!KiSegmentNotPresentFault+0x335 (TrapFrame @ ffff8504`29891f90) "
+        "[trap frame search]",
+        "04 ffff8504`29892120 fffff804`8b58313f amdppm!WriteIoMemRawEx+0x70"]
+    code, out, err = run(capsys, "stack", triage_dump_path, "--processor", "0", "--json", "--symbols", sympath)
+    record = json.loads(out)
+    assert [f["found_by"] for f in record["frames"][:5]] == ["context", "scanned", "scanned", "trap-search",
+                                                             "trap-frame"]
+    assert record["frames"][3]["trap_frame"] == "0xffff850429891f90"
+    assert record["frames"][4]["instruction_pointer"] == triage_facts["bugcheck"]["parameters"][1]
