@@ -65,6 +65,10 @@ PRCB_SPECIAL_REGISTERS = 0x100         # ProcessorState.SpecialRegisters (Cr0, C
 PRCB_CONTEXT_FRAME = 0x1F0             # ProcessorState.ContextFrame (CONTEXT)
 PRCB_CONTEXT_POINTER = 0x85C0          # KPRCB.Context
 THREAD_SIZE = 0x898
+THREAD_HEADER_TYPE = 0x000             # KTHREAD.Header.Type (DISPATCHER_HEADER): ThreadObject
+THREAD_OBJECT = 6
+PROCESS_HEADER_TYPE = 0x000            # KPROCESS.Header.Type: ProcessObject
+PROCESS_OBJECT = 3
 THREAD_INITIAL_STACK = 0x028
 THREAD_KERNEL_STACK = 0x058
 THREAD_APC_PROCESS = 0x0B8
@@ -126,12 +130,14 @@ def build_processors(alloc: Callable[[bytes, int], int], reserve: Callable[[int,
     """
     state = KernelState()
     process = bytearray(PROCESS_SIZE)
+    process[PROCESS_HEADER_TYPE] = PROCESS_OBJECT           # debuggers check an object's type before using it
     struct.pack_into("<Q", process, PROCESS_DIRECTORY_TABLE_BASE, dtb)
     process[PROCESS_IMAGE_FILE_NAME:PROCESS_IMAGE_FILE_NAME + 7] = b"System\0"
     state.system_process = alloc(bytes(process), 0x40)
     gdt = alloc(b"".join(struct.pack("<Q", e) for e in GDT_ENTRIES), 0x1000)
     for n in range(count):
         thread = bytearray(THREAD_SIZE)
+        thread[THREAD_HEADER_TYPE] = THREAD_OBJECT
         struct.pack_into("<Q", thread, THREAD_INITIAL_STACK, stack_tops[n])
         struct.pack_into("<Q", thread, THREAD_KERNEL_STACK, stack_tops[n] - 0x1000)
         struct.pack_into("<Q", thread, THREAD_APC_PROCESS, state.system_process)
