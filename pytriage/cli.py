@@ -177,7 +177,7 @@ def _cmd_stack(args: argparse.Namespace) -> int:
                                                                                         store):
         context, source = start_context(target, args.rip, args.rsp, args.rbp, args.cxr,
                                         getattr(args, "processor", None), getattr(args, "trap", None),
-                                        symbolizer)
+                                        symbolizer, getattr(args, "thread", None))
         limits = WalkLimits(max_frames=args.max_frames, scan_unverified=args.scan_unverified)
         walk = target.stack(context, symbolizer=symbolizer, limits=limits)
         walk.start_source = source
@@ -215,7 +215,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print("Stack (pytriage stack %s --symbols srv*%s):" % (os.path.basename(built.dump_path),
                                                              os.path.basename(built.symstore_path)))
         args.symbols = "srv*%s" % built.symstore_path
-        args.rip = args.rsp = args.rbp = args.cxr = args.processor = args.trap = None
+        args.rip = args.rsp = args.rbp = args.cxr = args.processor = args.trap = args.thread = None
         args.numbers, args.max_frames, args.scan_unverified = True, 256, False
         stats, args.stats = args.stats, False
         _cmd_stack(args)
@@ -287,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start from the _KTRAP_FRAME at ADDRESS, like .trap (layout from nt's symbols)")
     stack.add_argument("--processor", type=int, metavar="N", help=(
         "start from processor N's KPRCB.Context, like ~Ns (triage dumps keep only the crashing processor's)"))
+    stack.add_argument("--thread", type=_parse_address, metavar="ADDRESS", help=(
+        "start from the thread (KTHREAD) at ADDRESS, like .thread: its processor's context when it was "
+        "running, else the switch frame its KernelStack points to"))
     stack.add_argument("--max-frames", type=int, default=256, help="stop after this many frames (default 256)")
     stack.add_argument("--scan-unverified", action="store_true", help=(
         "when scanning for return addresses, also accept values whose preceding code is not available "

@@ -48,10 +48,15 @@ def trap_context(target, address: int, symbolizer=None) -> Dict[str, int]:
 
 def start_context(target, rip: Optional[int], rsp: Optional[int], rbp: Optional[int],
                   cxr: Optional[int], processor: Optional[int] = None, trap: Optional[int] = None,
-                  symbolizer=None) -> Tuple[Dict[str, int], str]:
+                  symbolizer=None, thread: Optional[int] = None) -> Tuple[Dict[str, int], str]:
     """The registers a walk starts from and how to name that start."""
-    if sum(x is not None for x in (rip, cxr, processor, trap)) > 1:
-        raise PytriageError("give one start: --cxr, --trap, --processor or --rip/--rsp")
+    if sum(x is not None for x in (rip, cxr, processor, trap, thread)) > 1:
+        raise PytriageError("give one start: --cxr, --trap, --processor, --thread or --rip/--rsp")
+    if thread is not None:
+        if rsp is not None or rbp is not None:
+            raise PytriageError("--thread starts from the thread's saved state: no --rsp/--rbp with it")
+        start = target.thread_start(thread)
+        return start.registers, start.source
     if processor is not None:
         if rsp is not None:
             raise PytriageError("--processor starts from that processor's context: no --rsp with it")

@@ -21,6 +21,7 @@ from pytriage.dump.processors import (
     kdbg_fields,
     processor_contexts,
 )
+from pytriage.dump.threads import ThreadStart, thread_start
 from pytriage.dump.triage import TriageDump
 from pytriage.errors import DumpFormatError, MemoryReadError, UnsupportedDumpError, format_address
 from pytriage.target.model import ModuleList, make_module
@@ -148,13 +149,30 @@ class KernelDump:
             prcb_offset = int(self.triage.header["PrcbOffset"])  # type: ignore[arg-type]
             if not prcb_offset:
                 raise DumpFormatError("this triage dump saved no KPRCB (PrcbOffset is 0)")
-            copy = self.file.read(prcb_offset, max(fields["OffsetPrcbContext"], fields["OffsetPrcbNumber"]) + 8,
-                                  "KPRCB copy")
+            copy = self.file.read(prcb_offset, max(fields["OffsetPrcbContext"], fields["OffsetPrcbNumber"],
+                                                   fields["OffsetPrcbCurrentThread"]) + 8, "KPRCB copy")
             number = struct.unpack_from("<H", copy, fields["OffsetPrcbNumber"])[0]
-            return [context_from_prcb(read, number, None, copy, fields["OffsetPrcbContext"])]
-        kdbg = read(self.header.kd_debugger_data_block, KDBG_READ_SIZE)
-        return processor_contexts(read, kdbg, self.header.processors,
-                                  "at %s" % format_address(self.header.kd_debugger_data_block))
+            return [context_from_prcb(read, number, None, copy, fields["OffsetPrcbContext"],
+                                      fields["OffsetPrcbCurrentThread"])]
+        kdbg, where = self.debugger_data(read)
+        return processor_contexts(read, kdbg, self.header.processors, where)
+
+    def debugger_data(self, read: Optional[Callable[[int, int], bytes]] = None) -> Tuple[bytes, str]:
+        """The KDDEBUGGER_DATA64 bytes (a triage dump's copy, else the block in memory) and where they are."""
+        self._require_memory()
+        if self.triage is not None:
+            return self.triage.debugger_data(), "copy in the triage dump"
+        read = read or self.read_virtual
+        return (read(self.header.kd_debugger_data_block, KDBG_READ_SIZE),
+                "at %s" % format_address(self.header.kd_debugger_data_block))
+
+    def thread_start(self, thread: int, read: Optional[Callable[[int, int], bytes]] = None) -> ThreadStart:
+        """Where a stack walk of the thread at ``thread`` starts (WinDbg ``.thread``): see ``dump.threads``."""
+        if self.header.machine != "AMD64":
+            raise UnsupportedDumpError("thread contexts are read for x64 dumps only")
+        read = read or self.read_virtual
+        kdbg, where = self.debugger_data(read)
+        return thread_start(read, kdbg, where, thread, self.processor_contexts(read))
 
     def exception_record(self) -> Dict[str, object]:
         if not self.header.is64:

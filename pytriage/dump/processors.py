@@ -21,6 +21,7 @@ KDBG_OWNER_TAG = 0x10                  # DBGKD_DEBUG_DATA_HEADER64.OwnerTag: b"K
 KDBG_KI_PROCESSOR_BLOCK = 0x218        # pointer to KiProcessorBlock[]
 KDBG_OFFSET_PRCB_CONTEXT = 0x338       # USHORT: KPRCB.Context (pointer to the CONTEXT)
 KDBG_OFFSET_PRCB_NUMBER = 0x2BE        # USHORT: KPRCB.Number
+KDBG_OFFSET_PRCB_CURRENT_THREAD = 0x2B4  # USHORT: KPRCB.CurrentThread
 KDBG_READ_SIZE = 0x380                 # the Windows 10 KDDEBUGGER_DATA64 (the header says how much is valid)
 KDBG_MIN_SIZE = KDBG_OFFSET_PRCB_CONTEXT + 2
 MAX_PROCESSORS = 2048
@@ -34,6 +35,7 @@ class ProcessorContext:
     context_va: Optional[int]
     registers: Optional[Dict[str, int]]
     error: str = ""
+    current_thread: Optional[int] = None    # KPRCB.CurrentThread: the thread these registers belong to
 
     def to_json(self) -> Dict[str, object]:
         return {"processor": self.number,
@@ -41,6 +43,7 @@ class ProcessorContext:
                 "context": None if self.context_va is None else "0x%016x" % self.context_va,
                 "registers": None if self.registers is None else
                 {k: "0x%x" % v for k, v in self.registers.items()},
+                "current_thread": None if self.current_thread is None else "0x%016x" % self.current_thread,
                 "error": self.error or None}
 
 
@@ -53,25 +56,33 @@ def kdbg_fields(kdbg: bytes, where: str) -> Dict[str, int]:
         raise PytriageError("KDDEBUGGER_DATA64 %s is encoded (no KDBG tag): processor contexts unknown" % where)
     return {"KiProcessorBlock": struct.unpack_from("<Q", kdbg, KDBG_KI_PROCESSOR_BLOCK)[0],
             "OffsetPrcbContext": struct.unpack_from("<H", kdbg, KDBG_OFFSET_PRCB_CONTEXT)[0],
-            "OffsetPrcbNumber": struct.unpack_from("<H", kdbg, KDBG_OFFSET_PRCB_NUMBER)[0]}
+            "OffsetPrcbNumber": struct.unpack_from("<H", kdbg, KDBG_OFFSET_PRCB_NUMBER)[0],
+            "OffsetPrcbCurrentThread": struct.unpack_from("<H", kdbg, KDBG_OFFSET_PRCB_CURRENT_THREAD)[0]}
 
 
 def context_from_prcb(read: Callable[[int, int], bytes], number: int, prcb: Optional[int],
-                      prcb_bytes: Optional[bytes], offset_prcb_context: int) -> ProcessorContext:
-    """The CONTEXT ``KPRCB.Context`` points to; ``prcb_bytes`` is a saved KPRCB copy (triage) or None."""
-    try:
+                      prcb_bytes: Optional[bytes], offset_prcb_context: int,
+                      offset_current_thread: Optional[int] = None) -> ProcessorContext:
+    """The CONTEXT ``KPRCB.Context`` points to (and ``KPRCB.CurrentThread`` when its offset is given);
+    ``prcb_bytes`` is a saved KPRCB copy (triage) or None."""
+    def pointer(offset: int, name: str) -> int:
         if prcb_bytes is not None:
-            if len(prcb_bytes) < offset_prcb_context + 8:
-                raise PytriageError("the saved KPRCB copy is too short for KPRCB.Context")
-            context_va = struct.unpack_from("<Q", prcb_bytes, offset_prcb_context)[0]
-        else:
-            context_va = struct.unpack("<Q", read((prcb or 0) + offset_prcb_context, 8))[0]
+            if len(prcb_bytes) < offset + 8:
+                raise PytriageError("the saved KPRCB copy is too short for KPRCB.%s" % name)
+            return struct.unpack_from("<Q", prcb_bytes, offset)[0]
+        return struct.unpack("<Q", read((prcb or 0) + offset, 8))[0]
+
+    thread = None
+    try:
+        if offset_current_thread is not None:
+            thread = pointer(offset_current_thread, "CurrentThread") or None
+        context_va = pointer(offset_prcb_context, "Context")
         if not context_va:
-            return ProcessorContext(number, prcb, None, None, "KPRCB.Context is NULL")
+            return ProcessorContext(number, prcb, None, None, "KPRCB.Context is NULL", thread)
         raw = read(context_va, S.CONTEXT_AMD64_SIZE)
-        return ProcessorContext(number, prcb, context_va, parse_context(raw, "AMD64"))
+        return ProcessorContext(number, prcb, context_va, parse_context(raw, "AMD64"), current_thread=thread)
     except PytriageError as exc:
-        return ProcessorContext(number, prcb, None, None, str(exc))
+        return ProcessorContext(number, prcb, None, None, str(exc), thread)
 
 
 def processor_contexts(read: Callable[[int, int], bytes], kdbg: bytes, count: int,
@@ -88,7 +99,8 @@ def processor_contexts(read: Callable[[int, int], bytes], kdbg: bytes, count: in
         if not prcb:
             out.append(ProcessorContext(number, None, None, None, "KiProcessorBlock[%d] is NULL" % number))
             continue
-        out.append(context_from_prcb(read, number, prcb, None, fields["OffsetPrcbContext"]))
+        out.append(context_from_prcb(read, number, prcb, None, fields["OffsetPrcbContext"],
+                                     fields["OffsetPrcbCurrentThread"]))
     return out
 
 

@@ -64,6 +64,11 @@ class Target:
         where ``r``/``k`` and ``~Ns`` start in the debugger. Backends that know them override this."""
         raise UnsupportedDumpError("this target does not expose per-processor contexts")
 
+    def thread_start(self, thread: int):
+        """Where a walk of the thread at ``thread`` starts (``pytriage.dump.threads.ThreadStart``): its
+        processor's context when it was running, else the switch frame at ``KTHREAD.KernelStack``."""
+        raise UnsupportedDumpError("this target does not expose thread contexts")
+
     def stack(self, context: Optional[Dict[str, int]] = None, symbolizer=None, limits=None):
         """The call stack from ``context`` (default: the crash context), unwound by pytriage
         (``pytriage.analysis.stack_walk.StackWalk``: frames, how each was found, why the walk stopped).

@@ -49,6 +49,9 @@ class OfflineDumpTarget(Target):
     def processor_contexts(self) -> list:
         return self.dump.processor_contexts(self.read)
 
+    def thread_start(self, thread: int):
+        return self.dump.thread_start(thread, self.read)
+
     def kernel_anchors(self) -> Dict[str, int]:
         header = self.dump.header
         anchors = {"PsLoadedModuleList": header.ps_loaded_module_list,

@@ -110,7 +110,7 @@ def test_start_from_rip_rsp_and_from_a_context_record(capsys, basic_full):
 @pytest.mark.parametrize("argv, message", [
     (["--rip", "fffff80475001029"], "--rip and --rsp go together: give both, or neither"),
     (["--rbp", "1"], "--rbp needs --rip and --rsp"),
-    (["--rip", "1", "--rsp", "2", "--cxr", "3"], "give one start: --cxr, --trap, --processor or --rip/--rsp"),
+    (["--rip", "1", "--rsp", "2", "--cxr", "3"], "give one start: --cxr, --trap, --processor, --thread or --rip/--rsp"),
     (["--max-frames", "0"], "--max-frames must be between 1 and 65536"),
     (["--cxr", "ffffc08b`f0000000"], "cannot read address ffffc08b`f0000000: "),
 ])
@@ -171,7 +171,7 @@ def test_trap_start_walks_like_the_exception_context(capsys, tmp_path, triage_du
     assert code == 2 and "does not look like a _KTRAP_FRAME" in err
     code, out, err = run(capsys, "stack", triage_dump_path, "--trap", "ffff850429891f90", "--cxr", param4,
                          "--symbols", sympath)
-    assert code == 2 and err == "pytriage: error: give one start: --cxr, --trap, --processor or --rip/--rsp\n"
+    assert code == 2 and err == "pytriage: error: give one start: --cxr, --trap, --processor, --thread or --rip/--rsp\n"
 
 
 def test_bugcheck_processor_reaches_amdppm_through_a_searched_trap_frame(capsys, tmp_path, triage_dump_path,

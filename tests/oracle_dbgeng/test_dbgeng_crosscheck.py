@@ -101,6 +101,54 @@ def test_engine_and_pytriage_agree_on_the_real_dump(dbgeng_available, record_cro
     assert not cc.mismatches, cc.report()
 
 
+@pytest.mark.parametrize("waiting", [True, False])
+def test_engine_and_pytriage_agree_on_thread_starts(dbgeng_available, record_crosscheck, tmp_path, waiting):
+    """`.thread` then `r` and `kn`: a waiting thread (the basic scenario's, switched out at plan frame 4:
+    tests/analysis/test_thread_start.py) starts from its _KSWITCH_FRAME, a running one from its
+    processor's context; pytriage's `--thread` start and walk must be the engine's, register for register
+    and frame for frame. `$thread` must be the KPRCB.CurrentThread pytriage reads."""
+    from tests.analysis.test_thread_start import waiting_thread_dump
+
+    built = build_builtin("basic", str(tmp_path), "full")
+    if waiting:
+        path, thread, _ks = waiting_thread_dump(built, tmp_path)
+    else:
+        path = built.dump_path
+        thread = _processors_of(path)[1].current_thread
+    outs = E.run_engine(path, ["? @$thread", ".thread %x" % thread, "r", "kn"], sympath=built.symstore_path)
+    target = OfflineDumpTarget.open(path)
+    cc = X.CrossCheck("basic (full), .thread %s" % ("waiting" if waiting else "running"))
+    try:
+        current = target.processor_contexts()[0].current_thread
+        cc.add("$thread", dbgeng=_h(outs[0].text.split("=")[-1].strip().replace("`", "")), pytriage=current)
+        start = target.thread_start(thread)
+        regs = E.parse_registers(outs[2], needed=frozenset(("rip", "rsp", "rbp")))
+        cc.add(".thread %x: rip rsp rbp" % thread, dbgeng=(regs["rip"], regs["rsp"], regs["rbp"]),
+               pytriage=(start.registers["rip"], start.registers["rsp"], start.registers["rbp"]))
+        symbolizer = X.pytriage_symbolizer(target, built.symstore_path)
+        try:
+            walk = target.stack(start.registers, symbolizer=symbolizer)
+        finally:
+            symbolizer.close()
+        theirs = E.parse_k(outs[3])
+        cc.add("kn after .thread: frames", dbgeng=[(f.child_sp, f.return_address, f.call_site) for f in theirs],
+               pytriage=[(f.child_sp, f.return_address, f.call_site) for f in walk.frames])
+    finally:
+        target.close()
+    record_crosscheck(cc)
+    assert "Implicit thread is now" in outs[1].text, outs[1].text
+    assert len(E.parse_k(outs[3])) == (2 if waiting else 1)
+    assert not cc.mismatches, cc.report()
+
+
+def _processors_of(path):
+    target = OfflineDumpTarget.open(path)
+    try:
+        return target.processor_contexts()
+    finally:
+        target.close()
+
+
 def test_crosscheck_reports_a_corrupted_size_of_image(dbgeng_available, tmp_path):
     """Proof the tier can fail: one module's SizeOfImage is changed in the dump after building."""
     built = build_builtin("basic", str(tmp_path), "bitmap")
