@@ -7,8 +7,10 @@ walks:
 
 - the built-in scenarios ``basic`` (6 frames through a trap frame) and ``unwind-zoo`` (13 frames, every
   unwind code, two trap frames), bitmap dumps built in a temporary folder;
-- the REAL triage dump (``../shared/corpus/dumps/triage_x64.dmp``) from 0x7E's CONTEXT, amdppm.sys and
-  Wdf01000.sys from the corpus symbol store (image files read through a local cache), ntoskrnl's ISF.
+- the REAL triage dump (``../shared/corpus/dumps/triage_x64.dmp``) from 0x7E's CONTEXT, and from
+  KeBugCheckEx (processor 0's KPRCB.Context: scans and the _KTRAP_FRAME search, nt having no unwind
+  data), amdppm.sys and Wdf01000.sys from the corpus symbol store (image files read through a local
+  cache), ntoskrnl's ISF.
 
 For each: a *cold* walk (fresh target: empty page cache, unwind data and headers read and parsed
 again) reporting target bytes and read calls for the full stack, and *warm* walks (same target, page
@@ -56,7 +58,7 @@ class Case:
     def __init__(self, name, dump, expected, context_of, symbolizer_of, frames):
         self.name = name
         self.dump = dump
-        self.expected = expected              # [(child_sp, rip)] the walk must start with
+        self.expected = expected              # ([(child_sp, rip)] without names, the same with names)
         self.context_of = context_of          # target -> start registers
         self.symbolizer_of = symbolizer_of    # target -> Symbolizer (its store serves image files)
         self.frames = frames                  # how many frames the walk has: (without names, with names)
@@ -65,26 +67,36 @@ class Case:
 def scenario_case(name, workdir):
     built = build_builtin(name, str(workdir / name), "bitmap")
     plan = built.stack.frames
-    return Case(name, built.dump_path, [(f.child_sp, f.rip) for f in plan], lambda t: t.context_record(),
+    frames = [(f.child_sp, f.rip) for f in plan]
+    return Case(name, built.dump_path, (frames, frames), lambda t: t.context_record(),
                 lambda t: Symbolizer(t, store=SymbolStore(built.symstore_path), isf_dirs=[]), (len(plan), len(plan)))
 
 
-def corpus_case(workdir):
+def corpus_cases(workdir):
     with open(FACTS, encoding="utf-8") as fh:
-        facts = json.load(fh)["stack"]["frames"]
-    expected = [(int(f["sp"], 16), int(f["address"], 16)) for f in facts[8:25]]
+        facts = [(int(f["sp"], 16), int(f["address"], 16)) for f in json.load(fh)["stack"]["frames"]]
     cache = workdir / "corpus-cache"
     sympath = "srv*%s*%s" % (cache, CORPUS / "symstore")
-    return Case("triage_x64.dmp (0x7E CONTEXT)", str(TRIAGE), expected,
-                lambda t: context_at(t, EXCEPTION_CONTEXT),
-                lambda t: Symbolizer(t, store=SymbolStore(sympath), isf_dirs=[str(CORPUS / "symbols")]),
-                # nt's frames need its symbols to scan past IofCallDriver (docs/performance.md)
-                (17, 18))
+
+    def symbolizer_of(target):
+        return Symbolizer(target, store=SymbolStore(sympath), isf_dirs=[str(CORPUS / "symbols")])
+
+    # nt's frames need its symbols to scan past IofCallDriver (docs/performance.md)
+    exception = Case("triage_x64.dmp (0x7E CONTEXT)", str(TRIAGE), (facts[8:25], facts[8:25]),
+                     lambda t: context_at(t, EXCEPTION_CONTEXT), symbolizer_of, (17, 18))
+    # From KeBugCheckEx the _KTRAP_FRAME search reaches amdppm; with nt's symbols the trap handler
+    # (facts 7) is a frame of its own and the scans find facts 2, a stale value, and facts 34.
+    stale = (0xFFFF850429890F98, 0xFFFFF8047BD17E25)
+    bugcheck = Case("triage_x64.dmp (KeBugCheckEx)", str(TRIAGE),
+                    ([facts[0]] + facts[8:25], [facts[0], facts[2], stale, facts[7]] + facts[8:25] + [facts[34]]),
+                    lambda t: t.processor_contexts()[0].registers, symbolizer_of, (18, 22))
+    return [exception, bugcheck]
 
 
 def check(case, walk, named):
     got = [(f.child_sp, f.instruction_pointer) for f in walk.frames]
-    if got[:len(case.expected)] != case.expected or len(got) != case.frames[named]:
+    expected = case.expected[named]
+    if got[:len(expected)] != expected or len(got) != case.frames[named]:
         raise SystemExit("%s: the walk is wrong (%d frames): %s" % (case.name, len(got), got[:4]))
 
 
@@ -138,7 +150,7 @@ def main(argv=None):
         log("building the scenario dumps ...")
         cases = [scenario_case("basic", workdir), scenario_case("unwind-zoo", workdir)]
         if TRIAGE.exists():
-            cases.append(corpus_case(workdir))
+            cases.extend(corpus_cases(workdir))
         else:
             log("corpus dump not found at %s: skipping it" % TRIAGE)
         rows = []
