@@ -443,10 +443,11 @@ class _Walker:
         distance = "0x%x bytes above frame %02x" % (address - frame.child_sp, frame.number)
         handler = self._trap_handler_return(address)
         if handler is not None:
+            return_address, name = handler
             self.note("frame %02x (%s) was found through the _KTRAP_FRAME at %s on the stack, %s: frames "
-                      "between the two may be missing" % (frame.number + 1, handler, format_address(address),
+                      "between the two may be missing" % (frame.number + 1, name, format_address(address),
                                                            distance))
-            regs = dict(registers, rip=self.read_u64(address - 8), rsp=address)
+            regs = dict(registers, rip=return_address, rsp=address)
             return regs, frozenset(("rip", "rsp")), TRAP_SEARCH, None
         self.note("frame %02x is the interrupted context of the _KTRAP_FRAME at %s on the stack, %s (the "
                   "handler that built it is not known): frames between the two may be missing"
@@ -456,8 +457,8 @@ class _Walker:
         regs.update(trap)
         return regs, frozenset(VOLATILE | {"rip", "rsp", "rbp", "cs", "ss", "rflags"}), TRAP_SEARCH, None
 
-    def _trap_handler_return(self, trap_address: int) -> Optional[str]:
-        """The name of the kernel trap handler whose return address sits just below the trap frame."""
+    def _trap_handler_return(self, trap_address: int) -> Optional[Tuple[int, str]]:
+        """The return address just below the trap frame and its name, when it is in a kernel trap handler."""
         try:
             value = self.read_u64(trap_address - 8)
         except MemoryReadError:
@@ -471,7 +472,7 @@ class _Walker:
             return None
         if not resolution.symbol or not resolution.displacement or not is_trap_handler(resolution.symbol):
             return None
-        return str(resolution)
+        return value, str(resolution)
 
     def candidate(self, slot: int, value: int, callee: Tuple[Optional[int], int]) -> Tuple[Optional[ScanHit], int]:
         """(hit or None, 1 if the value pointed into module code but was rejected)."""

@@ -153,7 +153,7 @@ class KernelDump:
                                                    fields["OffsetPrcbCurrentThread"]) + 8, "KPRCB copy")
             number = struct.unpack_from("<H", copy, fields["OffsetPrcbNumber"])[0]
             return [context_from_prcb(read, number, None, copy, fields["OffsetPrcbContext"],
-                                      fields["OffsetPrcbCurrentThread"])]
+                                      fields["OffsetPrcbCurrentThread"] or None)]
         kdbg, where = self.debugger_data(read)
         return processor_contexts(read, kdbg, self.header.processors, where)
 

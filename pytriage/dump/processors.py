@@ -100,7 +100,7 @@ def processor_contexts(read: Callable[[int, int], bytes], kdbg: bytes, count: in
             out.append(ProcessorContext(number, None, None, None, "KiProcessorBlock[%d] is NULL" % number))
             continue
         out.append(context_from_prcb(read, number, prcb, None, fields["OffsetPrcbContext"],
-                                     fields["OffsetPrcbCurrentThread"]))
+                                     fields["OffsetPrcbCurrentThread"] or None))
     return out
 
 

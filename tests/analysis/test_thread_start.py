@@ -6,6 +6,7 @@ address of a _KSWITCH_FRAME whose Return slot (+0x38) is frame 3's return-addres
 thread must give exactly the plan's frames 4 and 5 (and the saved rbp from +0x30).
 """
 
+import json
 import os
 import struct
 
@@ -18,14 +19,14 @@ from pytriage.dump.kernel_dump import KernelDump
 from pytriage.errors import PytriageError, format_address
 from pytriage.target.offline import OfflineDumpTarget
 from tests.analysis.stack_helpers import patched_copy, plan_rows, rows, store_symbolizer
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, file_offset_of_va
 
 KTHREAD_INITIAL_STACK, KTHREAD_KERNEL_STACK, KTHREAD_STATE = 0x28, 0x58, 0x184     # 19041 (the KDBG's)
 PRCB_CURRENT_THREAD = 0x8
 WAITING = 5
 
 
-def _processors(path):
+def processors_of(path):
     target = OfflineDumpTarget(KernelDump(path))
     try:
         return target.processor_contexts()
@@ -34,7 +35,6 @@ def _processors(path):
 
 
 def _patch_bytes(path, va, data):
-    from tests.conftest import file_offset_of_va
     with open(path, "r+b") as fh:
         fh.seek(file_offset_of_va(path, va))
         fh.write(data)
@@ -42,7 +42,7 @@ def _patch_bytes(path, va, data):
 
 def waiting_thread_dump(built, tmp_path, kernel_stack=None, state=WAITING):
     """(dump path, thread address, KernelStack): processor 0's thread, switched out at plan frame 4."""
-    cpu0, cpu1 = _processors(built.dump_path)[:2]
+    cpu0, cpu1 = processors_of(built.dump_path)[:2]
     thread = cpu0.current_thread
     plan = built.stack.frames
     if kernel_stack is None:
@@ -65,11 +65,11 @@ def _thread_walk(built, path, thread):
 
 
 def test_running_thread_starts_from_its_processors_context(basic_full):
-    cpu = _processors(basic_full.dump_path)[2]
+    cpu = processors_of(basic_full.dump_path)[2]
     walk, context, source = _thread_walk(basic_full, basic_full.dump_path, cpu.current_thread)
     assert context == cpu.registers
     assert source == "thread %s (running on processor 2: KPRCB.Context)" % format_address(cpu.current_thread)
-    crash = _processors(basic_full.dump_path)[0]
+    crash = processors_of(basic_full.dump_path)[0]
     walk, _context, source = _thread_walk(basic_full, basic_full.dump_path, crash.current_thread)
     assert rows(walk) == plan_rows(basic_full.stack) and "processor 0" in source
 
@@ -92,7 +92,6 @@ def test_stack_cli_thread_option(capsys, basic_full, tmp_path):
                      "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    import json
     record = json.loads(out)
     assert record["start"]["source"].startswith("thread %s (Waiting" % format_address(thread))
     assert [f["call_site"] for f in record["frames"]] == [f.name for f in basic_full.stack.frames[4:]]
@@ -123,7 +122,7 @@ def test_bad_threads_are_one_line_errors(capsys, basic_full, tmp_path, case, mes
         path, thread, _ks = waiting_thread_dump(basic_full, tmp_path, kernel_stack=0xFFFFC08BE0000000 + 0x200000)
     else:
         # a canonical, aligned KernelStack just below the InitialStack, in a page nothing maps
-        cpu0 = _processors(basic_full.dump_path)[0]
+        cpu0 = processors_of(basic_full.dump_path)[0]
         initial = struct.unpack("<Q", basic_full.expected(cpu0.current_thread + KTHREAD_INITIAL_STACK, 8))[0]
         probe = initial - 0x100
         while basic_full.expected(probe, 0x40) is not None and probe > initial - 0x100000:
@@ -134,12 +133,12 @@ def test_bad_threads_are_one_line_errors(capsys, basic_full, tmp_path, case, mes
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert err.startswith("pytriage: error: ") and message in err and err.count("\n") == 1, err
-    with pytest.raises(PytriageError):
-        target = OfflineDumpTarget(KernelDump(path))
-        try:
+    target = OfflineDumpTarget(KernelDump(path))
+    try:
+        with pytest.raises(PytriageError, match="KTHREAD|KernelStack|kernel stack"):
             target.thread_start(thread)
-        finally:
-            target.close()
+    finally:
+        target.close()
 
 
 def test_triage_dump_thread_is_the_bugcheck_processors(capsys, triage_dump_path, tmp_path):

@@ -107,14 +107,14 @@ def test_engine_and_pytriage_agree_on_thread_starts(dbgeng_available, record_cro
     tests/analysis/test_thread_start.py) starts from its _KSWITCH_FRAME, a running one from its
     processor's context; pytriage's `--thread` start and walk must be the engine's, register for register
     and frame for frame. `$thread` must be the KPRCB.CurrentThread pytriage reads."""
-    from tests.analysis.test_thread_start import waiting_thread_dump
+    from tests.analysis.test_thread_start import processors_of, waiting_thread_dump
 
     built = build_builtin("basic", str(tmp_path), "full")
     if waiting:
         path, thread, _ks = waiting_thread_dump(built, tmp_path)
     else:
         path = built.dump_path
-        thread = _processors_of(path)[1].current_thread
+        thread = processors_of(path)[1].current_thread
     outs = E.run_engine(path, ["? @$thread", ".thread %x" % thread, "r", "kn"], sympath=built.symstore_path)
     target = OfflineDumpTarget.open(path)
     cc = X.CrossCheck("basic (full), .thread %s" % ("waiting" if waiting else "running"))
@@ -139,14 +139,6 @@ def test_engine_and_pytriage_agree_on_thread_starts(dbgeng_available, record_cro
     assert "Implicit thread is now" in outs[1].text, outs[1].text
     assert len(E.parse_k(outs[3])) == (2 if waiting else 1)
     assert not cc.mismatches, cc.report()
-
-
-def _processors_of(path):
-    target = OfflineDumpTarget.open(path)
-    try:
-        return target.processor_contexts()
-    finally:
-        target.close()
 
 
 def test_crosscheck_reports_a_corrupted_size_of_image(dbgeng_available, tmp_path):
