@@ -38,6 +38,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from pytriage.symbols.pdb.dbi import SectionHeader, section_headers_from_bytes
+
 BLOCK_SIZE = 4096
 MSF_MAGIC = b"Microsoft C/C++ MSF 7.00\r\n\x1aDS\x00\x00\x00"
 
@@ -203,35 +205,19 @@ class PdbPublic:
     function: Optional[bool] = None
 
 
-@dataclass
-class SectionHeader:
-    """One IMAGE_SECTION_HEADER, with its raw 40 bytes (copied to the PDB unchanged)."""
-
-    raw: bytes
-    name: str
-    virtual_size: int
-    virtual_address: int
-    size_of_raw_data: int
-    characteristics: int
-
-    @property
-    def is_code(self) -> bool:
-        return bool(self.characteristics & (IMAGE_SCN_CNT_CODE | IMAGE_SCN_MEM_EXECUTE))
-
-    def contains(self, rva: int) -> bool:
-        return self.virtual_address <= rva < self.virtual_address + max(self.virtual_size, self.size_of_raw_data)
-
-
 def parse_section_headers(raw: bytes) -> List[SectionHeader]:
     if len(raw) % SECTION_HEADER_SIZE:
         raise ValueError("section headers: %d bytes is not a multiple of 40" % len(raw))
-    out = []
-    for offset in range(0, len(raw), SECTION_HEADER_SIZE):
-        chunk = raw[offset:offset + SECTION_HEADER_SIZE]
-        name, vsize, va, rawsize = struct.unpack_from("<8sIII", chunk)
-        characteristics = struct.unpack_from("<I", chunk, 36)[0]
-        out.append(SectionHeader(chunk, name.rstrip(b"\0").decode("latin-1"), vsize, va, rawsize, characteristics))
-    return out
+    return section_headers_from_bytes(raw)
+
+
+def _is_code(section: SectionHeader) -> bool:
+    return bool(section.characteristics & (IMAGE_SCN_CNT_CODE | IMAGE_SCN_MEM_EXECUTE))
+
+
+def _contains(section: SectionHeader, rva: int) -> bool:
+    return section.virtual_address <= rva < section.virtual_address + max(section.virtual_size,
+                                                                         section.size_of_raw_data)
 
 
 def section_headers_from_pe(image: bytes) -> bytes:
@@ -252,7 +238,7 @@ def section_headers_from_pe(image: bytes) -> bytes:
 def rva_to_section_offset(sections: Sequence[SectionHeader], rva: int) -> Tuple[int, int]:
     """(1-based section number, offset in it) of an RVA, as PDB symbols record addresses."""
     for number, section in enumerate(sections, 1):
-        if section.contains(rva):
+        if _contains(section, rva):
             return number, rva - section.virtual_address
     raise ValueError("RVA 0x%x lies in no section of the image" % rva)
 
@@ -731,7 +717,7 @@ def build_pdb(guid: bytes, age: int, section_headers: bytes, publics: Sequence[P
             raise ValueError("public symbol %s is given twice" % pub.name)
         seen.add(pub.name)
         segment, offset = rva_to_section_offset(sections, pub.rva)
-        function = sections[segment - 1].is_code if pub.function is None else pub.function
+        function = _is_code(sections[segment - 1]) if pub.function is None else pub.function
         pubs.append((pub.name, segment, offset,
                      _symbol_record(S_PUB32, struct.pack("<IIH", PUBSYM_FUNCTION if function else 0, offset, segment)
                                     + _cstr(pub.name))))
@@ -788,7 +774,7 @@ def build_pdb(guid: bytes, age: int, section_headers: bytes, publics: Sequence[P
     streams[ST_PUBLICS] = publics_data
     streams[ST_SYMBOLS] = bytes(symbols)
     streams[ST_TPI_HASH] = tpi_hash
-    streams[ST_SECTION_HEADERS] = b"".join(s.raw for s in sections)
+    streams[ST_SECTION_HEADERS] = bytes(section_headers)      # the image's table, copied unchanged
     streams[ST_LINKER_MODULE] = module_stream
     return msf_file(streams)
 

@@ -51,6 +51,14 @@ class SectionHeader(NamedTuple):
     characteristics: int
 
 
+def section_headers_from_bytes(data: bytes) -> List[SectionHeader]:
+    """A table of 40-byte ``IMAGE_SECTION_HEADER``s (a PE's, or the PDB's copy of it); ``data`` must be a
+    whole number of them (``struct.error`` otherwise)."""
+    return [SectionHeader(name.rstrip(b"\0").decode("latin-1"), vsize, va, raw_size, raw_ptr, flags)
+            for (name, vsize, va, raw_size, raw_ptr, _relocs, _lines, _nrelocs, _nlines,
+                 flags) in _SECTION.iter_unpack(data)]
+
+
 class ModuleInfo(NamedTuple):
     """One compiland (object file) of the DBI module list."""
     index: int
@@ -123,12 +131,7 @@ class DbiStream:
         stream = self._msf.stream(number, label)
         if stream.size % _SECTION.size or stream.size // _SECTION.size > _MAX_SECTIONS:
             raise stream.error(0, "%d bytes is not a whole number of 40-byte section headers" % stream.size)
-        data = stream.read_all()
-        result = []
-        for (name, vsize, va, raw_size, raw_ptr, _relocs, _lines, _nrelocs, _nlines,
-             flags) in _SECTION.iter_unpack(data):
-            result.append(SectionHeader(name.rstrip(b"\0").decode("latin-1"), vsize, va, raw_size, raw_ptr, flags))
-        return result
+        return section_headers_from_bytes(stream.read_all())
 
     @property
     def sections(self) -> List[SectionHeader]:
