@@ -32,6 +32,14 @@ def triage_dump_path():
 
 
 @pytest.fixture(scope="session")
+def basic_doc():
+    """The built-in ``basic`` spec as parsed JSON (tests deep-copy it before changing it)."""
+    from pytriage.scenarios import builtin_path
+    with open(builtin_path("basic"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+@pytest.fixture(scope="session")
 def basic_full(tmp_path_factory):
     from pytriage.scenarios import build_builtin
     return build_builtin("basic", str(tmp_path_factory.mktemp("basic-full")), "full")

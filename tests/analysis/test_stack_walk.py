@@ -337,12 +337,6 @@ def test_walk_needs_rip_and_rsp(basic_full):
 
 # --- hand-built stacks: frame 0 in an epilog, frame 0 in a leaf function ---------------------------------
 
-@pytest.fixture(scope="module")
-def basic_doc():
-    with open(builtin_path("basic"), encoding="utf-8") as fh:
-        return json.load(fh)
-
-
 def test_frame_zero_inside_its_epilog(basic_doc, tmp_path):
     doc = copy.deepcopy(basic_doc)
     doc["stack"] = [{"function": "contosolwf!FilterReceiveNetBufferLists", "offset": "0x10", "epilog": True},

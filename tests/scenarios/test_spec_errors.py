@@ -7,14 +7,7 @@ import pytest
 
 from pytriage import cli
 from pytriage.errors import SpecError
-from pytriage.scenarios import builtin_path
 from pytriage.scenarios.spec import load_spec, parse_spec
-
-
-@pytest.fixture(scope="module")
-def basic_doc():
-    with open(builtin_path("basic"), encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def _with(doc, mutate):

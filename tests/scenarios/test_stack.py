@@ -16,7 +16,7 @@ import pefile
 import pytest
 
 from pytriage.errors import SpecError
-from pytriage.scenarios import build_builtin, builtin_path
+from pytriage.scenarios import build_builtin
 from pytriage.scenarios.builder import build_scenario
 from pytriage.scenarios.spec import parse_spec
 from pytriage.scenarios.stack import (
@@ -262,12 +262,6 @@ def test_epilogs_are_recognised():
 
 
 # --- spec errors -------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def basic_doc():
-    with open(builtin_path("basic"), encoding="utf-8") as fh:
-        return json.load(fh)
-
 
 def _build(doc, tmp_path):
     return build_scenario(parse_spec(doc), str(tmp_path))
