@@ -32,6 +32,7 @@ from pytriage.analysis.trap_frame import (
     KERNEL_CS,
     TrapFrameLayout,
     is_trap_handler,
+    parse_trap_frame,
     read_trap_frame,
     trap_frame_layout,
     trap_frame_problem,
@@ -409,7 +410,8 @@ class _Walker:
         while address + size <= start + len(span):
             saved_rsp = int.from_bytes(span[address - start + rsp_at:address - start + rsp_at + 8], "little")
             if address + size <= saved_rsp <= address + size + 0x10:
-                found = self._trap_frame_match(frame, registers, address)
+                trap = parse_trap_frame(span[address - start:address - start + size], layout)
+                found = self._trap_frame_match(frame, registers, address, trap)
                 if found is not None:
                     return found
             address += 8
@@ -428,11 +430,8 @@ class _Walker:
             address += chunk
         return bytes(out)
 
-    def _trap_frame_match(self, frame: StackFrame, registers: Dict[str, int], address: int):
-        try:
-            trap = read_trap_frame(self.target, address, self.layout)
-        except MemoryReadError:
-            return None
+    def _trap_frame_match(self, frame: StackFrame, registers: Dict[str, int], address: int,
+                          trap: Dict[str, int]):
         if trap_frame_problem(trap, address) is not None or trap["cs"] != KERNEL_CS or trap["ss"] not in KERNEL_SS:
             return None
         if trap["rflags"] & _RFLAGS_ZERO or not trap["rflags"] & 2:

@@ -82,8 +82,11 @@ def is_trap_handler(function: Optional[str]) -> bool:
 def read_trap_frame(target, address: int, layout: TrapFrameLayout) -> Dict[str, int]:
     """The interrupted context a KTRAP_FRAME holds: rip, rsp, rbp, the volatile registers, cs, eflags, ss
     (``MemoryReadError`` if it is not in the dump)."""
-    raw = target.read(address, layout.size)
+    return parse_trap_frame(target.read(address, layout.size), layout)
 
+
+def parse_trap_frame(raw: bytes, layout: TrapFrameLayout) -> Dict[str, int]:
+    """The registers of a KTRAP_FRAME's ``layout.size`` bytes (``read_trap_frame`` without the read)."""
     def field(name: str, size: int = 8) -> int:
         off = layout.offsets[name]
         return int.from_bytes(raw[off:off + size], "little")
