@@ -22,6 +22,9 @@ class Target:
 
     machine = "AMD64"
     pointer_size = 8
+    os_build: Optional[int] = None      # the Windows build (19041), when the backend knows it
+    dump_kind: Optional[str] = None     # "full", "bitmap", "triage"...; None on a live target
+    is_live = False                     # a live kernel: slow reads, so costly scans only when asked
 
     def __init__(self, cache_pages: int = 2048) -> None:
         self.stats = ReadStats()
@@ -55,6 +58,11 @@ class Target:
         ``PsLoadedModuleList``, ``PsActiveProcessHead``, ``KdDebuggerDataBlock``). The symbolizer uses them
         to recognise the right kernel symbol table when the kernel's own headers are not in the dump."""
         return {}
+
+    def saved_ranges(self) -> Optional[List[Tuple[int, int]]]:
+        """``(start, size)`` of every saved virtual range when the backend keeps only pieces of memory
+        (a triage dump); None when memory is whole (full/bitmap dumps, live targets)."""
+        return None
 
     def read_physical(self, pa: int, size: int) -> bytes:
         raise UnsupportedDumpError("this target cannot read physical memory")

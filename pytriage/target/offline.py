@@ -13,6 +13,9 @@ class OfflineDumpTarget(Target):
         self.dump = dump
         self.machine = dump.header.machine
         self.pointer_size = 8 if dump.header.is64 else 4
+        self.os_build = dump.header.build
+        self.dump_kind = ("triage" if dump.triage is not None else "full" if dump.header.dump_type == 1
+                          else "bitmap" if dump.physical is not None else "header-only")
         self._listing: Optional[ModuleList] = None
 
     @classmethod
@@ -30,6 +33,11 @@ class OfflineDumpTarget(Target):
         data = self.dump.read_physical(pa, size)
         self.stats.bytes_read += len(data)
         return data
+
+    def saved_ranges(self) -> Optional[List[Tuple[int, int]]]:
+        if self.dump.triage is None:
+            return None
+        return [(r.start, r.size) for r in self.dump.triage.regions()]
 
     def module_list(self) -> ModuleList:
         """Modules with their source and warnings; read through the cache so ``--stats`` counts it."""
