@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Tuple
 from pytriage.dump import structs as S
 from pytriage.errors import SpecError
 from pytriage.scenarios import isf, kernel_state, pdb_writer, stack
+from pytriage.scenarios import pool as pool_layout
 from pytriage.scenarios.memory import PAGE, AddressSpace, PhysicalImage
 from pytriage.scenarios.pe_image import DEFAULT_UNWIND_INFO, PeFunction, PeImage, PeSection, build_pe_image, guid_bytes
 from pytriage.scenarios.spec import ModuleSpec, ScenarioSpec
@@ -36,6 +37,8 @@ K_KI_BUGCHECK_DATA = 0x240          # code + 4 parameters, 5 x 8 bytes
 K_MM_PHYSICAL_MEMORY_BLOCK = 0x270  # pointer to the PHYSICAL_MEMORY_DESCRIPTOR at K_PHYSICAL_MEMORY
 K_PHYSICAL_MEMORY = 0x800           # PHYSICAL_MEMORY_DESCRIPTOR: 16 + 16 bytes per run
 K_KD_DEBUGGER_DATA_BLOCK = 0x400    # KDDEBUGGER_DATA64, 0x380 bytes
+K_POOL_VARIABLES = {"PoolBigPageTable": 0x300, "PoolBigPageTableSize": 0x308,    # the spec's "pool" section
+                    "PoolTrackTable": 0x310, "PoolTrackTableSize": 0x318}
 STACK_SIZE = 0x6000                 # a kernel thread's stack (KERNEL_STACK_SIZE)
 MAX_STACK_SIZE = 0x100000           # the crashing thread's, when the spec's frames need more
 # KDDEBUGGER_DATA64 fields (offsets checked against the corpus dump's saved copy).
@@ -300,6 +303,14 @@ def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") 
     struct.pack_into("<I", shared, 0x264, 0x8664)        # NativeProcessorArchitecture-ish marker
     space.map_page(KUSER_SHARED_DATA, phys.alloc() * PAGE, writable=False, executable=False)
     phys.write(space.translate(KUSER_SHARED_DATA), bytes(shared))  # type: ignore[arg-type]
+
+    if spec.pool is not None:
+        def set_variable(name: str, raw: bytes) -> None:
+            ksyms[name] = kdata + K_POOL_VARIABLES[name]
+            kernel.symbols[name] = ksyms[name] - spec.kernel.base
+            space.write(ksyms[name], raw)
+
+        pool_layout.write_pool(space, pool.alloc, spec.pool, set_variable)
 
     # Free-form memory regions from the spec.
     for i, region in enumerate(spec.regions):

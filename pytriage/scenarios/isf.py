@@ -17,6 +17,7 @@ BASE_TYPES = {
     "unsigned short": {"kind": "int", "size": 2, "signed": False, "endian": "little"},
     "unsigned long": {"kind": "int", "size": 4, "signed": False, "endian": "little"},
     "unsigned long long": {"kind": "int", "size": 8, "signed": False, "endian": "little"},
+    "long": {"kind": "int", "size": 4, "signed": True, "endian": "little"},
     "wchar": {"kind": "int", "size": 2, "signed": False, "endian": "little"},
     "void": {"kind": "void", "size": 0, "signed": False, "endian": "little"},
     "pointer": {"kind": "int", "size": 8, "signed": False, "endian": "little"},
@@ -37,6 +38,42 @@ def _struct(name: str) -> Dict[str, str]:
 
 def _array(count: int, subtype: Dict[str, object]) -> Dict[str, object]:
     return {"kind": "array", "count": count, "subtype": subtype}
+
+
+def _bits(position: int, length: int, base: str) -> Dict[str, object]:
+    return {"kind": "bitfield", "bit_position": position, "bit_length": length, "type": _base(base)}
+
+
+def _pool_types() -> Dict[str, object]:
+    """The pool structures the spec's "pool" section lays out (pytriage/scenarios/pool.py)."""
+    u64 = _base("unsigned long long")
+    return {
+        "_POOL_HEADER": {"kind": "struct", "size": 16, "fields": {
+            "PreviousSize": {"offset": 0, "type": _bits(0, 8, "unsigned short")},
+            "PoolIndex": {"offset": 0, "type": _bits(8, 8, "unsigned short")},
+            "BlockSize": {"offset": 2, "type": _bits(0, 8, "unsigned short")},
+            "PoolType": {"offset": 2, "type": _bits(8, 8, "unsigned short")},
+            "Ulong1": {"offset": 0, "type": _base("unsigned long")},
+            "PoolTag": {"offset": 4, "type": _base("unsigned long")},
+            "ProcessBilled": {"offset": 8, "type": _ptr(_struct("_EPROCESS"))},
+            "AllocatorBackTraceIndex": {"offset": 8, "type": _base("unsigned short")},
+            "PoolTagHash": {"offset": 10, "type": _base("unsigned short")}}},
+        "_POOL_TRACKER_BIG_PAGES": {"kind": "struct", "size": 0x18, "fields": {
+            "Va": {"offset": 0, "type": u64},
+            "Key": {"offset": 8, "type": _base("unsigned long")},
+            "Pattern": {"offset": 12, "type": _bits(0, 8, "unsigned long")},
+            "PoolType": {"offset": 12, "type": _bits(8, 12, "unsigned long")},
+            "SlushSize": {"offset": 12, "type": _bits(20, 12, "unsigned long")},
+            "NumberOfBytes": {"offset": 16, "type": u64}}},
+        "_POOL_TRACKER_TABLE": {"kind": "struct", "size": 0x38, "fields": {
+            "Key": {"offset": 0, "type": _base("long")},
+            "NonPagedBytes": {"offset": 8, "type": u64},
+            "NonPagedAllocs": {"offset": 16, "type": u64},
+            "NonPagedFrees": {"offset": 24, "type": u64},
+            "PagedBytes": {"offset": 32, "type": u64},
+            "PagedAllocs": {"offset": 40, "type": u64},
+            "PagedFrees": {"offset": 48, "type": u64}}},
+    }
 
 
 def kernel_types() -> Dict[str, object]:
@@ -73,6 +110,7 @@ def kernel_types() -> Dict[str, object]:
             "NumberOfRuns": {"offset": 0, "type": _base("unsigned long")},
             "NumberOfPages": {"offset": 8, "type": _base("unsigned long long")},
             "Run": {"offset": 0x10, "type": _array(1, _struct("_PHYSICAL_MEMORY_RUN"))}}},
+        **_pool_types(),
     }
 
 

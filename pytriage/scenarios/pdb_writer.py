@@ -377,8 +377,11 @@ class TypeTable:
         kind = self._udt_kind(name)
         self.forward_ref(kind, name)
         fields = desc.get("fields", {}) or {}
+        # by offset, bit position, then name: members that share both (a union's Ulong1 over PreviousSize)
+        # keep one order whatever order the table's JSON lists them in
         ordered = sorted(fields.items(), key=lambda item: (int(item[1].get("offset", 0)),
-                                                           int(item[1].get("type", {}).get("bit_position", 0))))
+                                                           int(item[1].get("type", {}).get("bit_position", 0)),
+                                                           item[0]))
         members = []
         for fname, field in ordered:
             tindex = self.type_index(field["type"])

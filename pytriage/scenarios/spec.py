@@ -75,6 +75,10 @@ def _list(value: Any, path: str) -> List[Any]:
     return value
 
 
+require_object = _obj      # for the spec's sections parsed in their own modules (scenarios/pool.py)
+require_list = _list
+
+
 def _aligned(value: int, align: int, path: str) -> int:
     if value % align:
         raise SpecError("%s: 0x%x is not aligned to 0x%x" % (path, value, align))
@@ -173,6 +177,7 @@ class ScenarioSpec:
     pfn_database: int
     raw: Dict[str, Any] = field(default_factory=dict)
     stack: List[StackFrameSpec] = field(default_factory=list)
+    pool: Any = None                     # scenarios.pool.PoolSpec when the spec has a "pool" section
 
 
 _GUID_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
@@ -408,7 +413,14 @@ def parse_spec(doc: Any, source: str = "spec") -> ScenarioSpec:
         runs=runs, kernel=kernel, modules=modules, regions=regions, large_pages=larges, context=context,
         pool_base=_kernel_va(parse_int(doc.get("pool_base", "0xffffc08be0000000"), "pool_base"), "pool_base"),
         pfn_database=parse_int(doc.get("pfn_database", "0xffffe70000000000"), "pfn_database"),
-        raw=doc, stack=_stack(doc["stack"], kernel, modules) if "stack" in doc else [])
+        raw=doc, stack=_stack(doc["stack"], kernel, modules) if "stack" in doc else [],
+        pool=_pool(doc.get("pool")))
+
+
+def _pool(value: Any) -> Any:
+    from pytriage.scenarios.pool import parse_pool  # pool.py uses this module's parsers
+
+    return parse_pool(value)
 
 
 def load_spec(path: str) -> ScenarioSpec:

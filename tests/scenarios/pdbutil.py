@@ -296,7 +296,8 @@ def check_isf_types(view: TypeView, isf: Dict[str, Any]) -> int:
         assert tag["unique"] == prefixes[udt["kind"]] + name + "@@"
         assert tag["size"] == udt["size"], name
         members = view.fields(tag["fieldlist"])
-        expected = sorted(udt["fields"].items(), key=lambda kv: (kv[1]["offset"], kv[1]["type"].get("bit_position", 0)))
+        expected = sorted(udt["fields"].items(),
+                          key=lambda kv: (kv[1]["offset"], kv[1]["type"].get("bit_position", 0), kv[0]))
         assert [(m[1], int(m[4])) for m in members] == [(n, f["offset"]) for n, f in expected], name
         for member, (fname, f) in zip(members, expected):
             assert view.describe(int(member[2], 16), member[3]) == f["type"], (name, fname)

@@ -85,7 +85,7 @@ def test_scenario_pdb_reads_back_in_llvm_pdbutil(pdbutil_available, basic_bitmap
 
     # The ISF table's types (the kernel's), member by member.
     isf = _isf_table(built, bm)
-    assert pdbutil.check_isf_types(dump.types, isf) == (5 if module == "ntoskrnl.exe" else 0)
+    assert pdbutil.check_isf_types(dump.types, isf) == (8 if module == "ntoskrnl.exe" else 0)
     assert "PdbStream:" in pdbutil.run("pdb2yaml", "-all", pdb_path)
 
 
