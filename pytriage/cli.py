@@ -195,6 +195,54 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pooltag(args: argparse.Namespace) -> int:
+    from pytriage.analysis.pool.header import parse_tag
+    from pytriage.commands.pooltag import (
+        PoolTagContext,
+        PoolTagOptions,
+        pool_address,
+        render_address,
+        render_tag,
+        render_usage,
+        strip_private,
+        tag_record,
+        usage_record,
+    )
+    from pytriage.commands.render import to_json_text
+    from pytriage.commands.sym import looks_like_address, parse_address
+
+    modes = [args.address is not None, args.tag is not None, args.summary]
+    if sum(modes) != 1:
+        raise PytriageError("give exactly one of: ADDRESS, -t TAG, -s")
+    if not 1 <= args.top <= 100000:
+        raise PytriageError("--top must be between 1 and 100000")
+    options = PoolTagOptions(scan="always" if args.scan else "never" if args.no_scan else "auto",
+                             pooltag_file=args.pooltag, verbose=args.verbose, top=args.top)
+    with _symbolized_dump(args) as (target, symbolizer, path, store):
+        ctx = PoolTagContext(target, symbolizer, options, progress_stream=sys.stderr)
+        if args.address is not None:
+            address = parse_address(args.address) if looks_like_address(args.address) \
+                else symbolizer.address_of(args.address)
+            record = pool_address(ctx, address)
+            lines = render_address(record, args.verbose)
+        elif args.tag is not None:
+            record = tag_record(ctx, parse_tag(args.tag))
+            lines = render_tag(record)
+        else:
+            record = usage_record(ctx)
+            lines = render_usage(record)
+        if args.json:
+            out = strip_private(record)
+            if args.stats:
+                out["stats"] = _stats_record(target, store)
+            print(to_json_text(out))
+        else:
+            print("\n".join(lines))
+            if args.stats:
+                print("\n".join(_symbol_stats_lines(target, path, store)))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pytriage.scenarios import build_builtin, builtin_names
 
@@ -297,6 +345,22 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
     stack.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
     stack.set_defaults(func=_cmd_stack)
+
+    pooltag = sub.add_parser("pooltag", parents=[symbols], help=(
+        "who owns this memory: the pool allocation holding ADDRESS, the owners of a tag (-t), usage by tag (-s)"))
+    pooltag.add_argument("dump", help="kernel dump file")
+    pooltag.add_argument("address", nargs="?", help="address inside the allocation (hex, or module!symbol)")
+    pooltag.add_argument("-t", "--tag", metavar="TAG", help="list the owners of TAG (Filt, 'Io', 0x746c6946)")
+    pooltag.add_argument("-s", "--summary", action="store_true", help="pool usage by tag from nt!PoolTrackTable")
+    pooltag.add_argument("--top", type=int, default=20, help="with -s: how many tags to show (default 20)")
+    pooltag.add_argument("--scan", action="store_true", help="always scan loaded drivers' code for the tag")
+    pooltag.add_argument("--no-scan", action="store_true", help="never scan drivers' code for the tag")
+    pooltag.add_argument("--pooltag", metavar="FILE", help=(
+        "your pooltag.txt (default: $PYTRIAGE_POOLTAG, then triage/pooltag.txt under $WINDBG_DIR)"))
+    pooltag.add_argument("-v", "--verbose", action="store_true", help="also print the raw pool headers")
+    pooltag.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
+    pooltag.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
+    pooltag.set_defaults(func=_cmd_pooltag)
 
     demo = sub.add_parser("demo", help="build a built-in scenario dump in a temp dir and analyse it")
     demo.add_argument("name", nargs="?", default="basic", help="built-in scenario (see --list)")
