@@ -19,7 +19,7 @@ from pytriage.commands.render import format_address, hex64
 from pytriage.errors import MemoryReadError, PytriageError
 from pytriage.symbols.types import EnumLayout, Field, StructLayout, TypeLayout, TypeRef, windbg_base_name
 
-_MIN_NAME_WIDTH = 16
+_NAME_WIDTH = 16        # the engine pads names to 16 and lets longer ones push the colon right
 _SIGNED = {"char", "signed char", "short", "int", "long", "long long", "__int128", "wchar_t"}
 _MAX_STRING = 512
 _STRING_POINTEES = ("wchar_t", "char16_t", "char", "signed char", "unsigned char")
@@ -50,7 +50,7 @@ def layout_lines(title: Optional[str], layout: TypeLayout) -> List[str]:
         for name, value in layout.values:
             lines.append("   %s = 0n%d" % (name, value))
         return lines
-    width = max([_MIN_NAME_WIDTH] + [len(f.name) for f in layout.fields])
+    width = _NAME_WIDTH
     for member in layout.fields:
         lines.append("   +0x%03x %-*s : %s" % (member.offset, width, member.name, _field_type_text(member)))
     return lines
@@ -179,7 +179,7 @@ def value_lines(title: Optional[str], layout: StructLayout, target, address: int
             lines.append(" " + reader.unicode_string(address))
     except MemoryReadError:
         pass
-    width = max([_MIN_NAME_WIDTH] + [len(f.name) for f in layout.fields])
+    width = _NAME_WIDTH
     for member in layout.fields:
         try:
             text = reader.member_value(address + member.offset, member)

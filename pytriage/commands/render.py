@@ -39,6 +39,6 @@ def windows_version_line(build: int, major_version: int, processors: int, machin
     """
     product = next((name for first, name in _PRODUCTS if build >= first), "Windows")
     flavour = {0xF: "Free", 0xC: "Checked"}.get(major_version, "MajorVersion 0x%x" % major_version)
-    kind = "MP" if processors > 1 else "UP"
-    return "%s Kernel Version %d %s (%d procs) %s %s" % (product, build, kind, processors, flavour,
-                                                        _ARCH.get(machine, machine))
+    # a uniprocessor target is just "UP": the engine prints no "(1 procs)" (checked under dbgeng)
+    kind = "MP (%d procs)" % processors if processors > 1 else "UP"
+    return "%s Kernel Version %d %s %s %s" % (product, build, kind, flavour, _ARCH.get(machine, machine))

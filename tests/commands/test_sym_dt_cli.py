@@ -126,7 +126,7 @@ def test_dt_builtin_layout_is_marked_and_json_is_stable(capsys, basic_full, tmp_
     code, out, err = run(capsys, "dt", basic_full.dump_path, "_NET_BUFFER_LIST", "--symbols", str(tmp_path))
     lines = out.splitlines()
     assert code == 0 and lines[0] == "_NET_BUFFER_LIST"
-    assert "   +0x090 NetBufferListInfo   : [27] Ptr64 Void" in lines     # names padded to the longest
+    assert "   +0x090 NetBufferListInfo : [27] Ptr64 Void" in lines     # padded to 16, longer names overflow
     assert lines[-1].startswith("(layout: builtin:documented (public WDK ndis/nbl.h")
     code, out, err = run(capsys, "dt", basic_full.dump_path, "DOT11_PACKET_CONTEXT", "--json",
                          "--symbols", str(tmp_path))
