@@ -183,6 +183,11 @@ def dt_type_text(desc: Dict[str, Any], types: Dict[str, Any]) -> str:
         return _DT_BASE_TYPES[desc["name"]]
     if kind == "pointer":
         return "Ptr64 to " + dt_type_text(desc["subtype"], types)
+    if kind == "bitfield":
+        return "Bitfield Pos %d, %d Bit%s" % (desc["bit_position"], desc["bit_length"],
+                                              "" if desc["bit_length"] == 1 else "s")
+    if kind in ("struct", "union") and desc["name"] not in types:      # declared, never defined (_EPROCESS)
+        return "%s %s, 0 elements, 0x0 bytes" % (kind, desc["name"])
     if kind in ("struct", "union"):
         udt = types[desc["name"]]
         return "%s %s, %d elements, 0x%x bytes" % (kind, desc["name"], len(udt["fields"]), udt["size"])
@@ -306,12 +311,19 @@ def pytriage_dt_v(symbolizer: Symbolizer, module: str, layout: StructLayout) -> 
         if ref.kind == "array":
             return "[%d] %s" % (ref.count, render(ref.target))
         if ref.kind in ("struct", "union", "class"):
-            nested = symbolizer.type_layout("%s!%s" % (module, ref.name))[0]
+            try:
+                nested = symbolizer.type_layout("%s!%s" % (module, ref.name))[0]
+            except PytriageError:                           # declared, never defined (_EPROCESS)
+                return "%s %s, 0 elements, 0x0 bytes" % (ref.kind, ref.name)
             count = len(nested.fields) if isinstance(nested, StructLayout) else 0
             return "%s %s, %d elements, 0x%x bytes" % (ref.kind, ref.name, count, nested.size)
         return "%s %s" % (ref.kind, ref.name)
+    def member(f) -> str:
+        if f.is_bitfield:
+            return "Bitfield Pos %d, %d Bit%s" % (f.bit_position, f.bit_length, "" if f.bit_length == 1 else "s")
+        return render(f.type)
     return (layout.kind, layout.name, len(layout.fields), layout.size,
-            [(f.offset, f.name, render(f.type)) for f in layout.fields])
+            [(f.offset, f.name, member(f)) for f in layout.fields])
 
 
 def _pytriage_layout(symbolizer: Symbolizer, type_name: str) -> Optional[StructLayout]:

@@ -69,7 +69,7 @@ def test_engine_spec_and_pytriage_agree(dbgeng_available, record_crosscheck, tmp
     assert not failed, failed
     for out in outs:
         assert "could not be read" not in out.text and "Unable to" not in out.text, (out.command, out.text)
-    assert len(cc.checks) >= 100
+    assert len(cc.checks) >= 80          # pool-zoo, one processor and four modules, has the fewest (90)
     assert not cc.mismatches, cc.report()
 
 
