@@ -8,13 +8,13 @@ one does not include, so the totals are a lower bound: the command says so.
 
 import struct
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 from pytriage.analysis.pool.header import tag_text
+from pytriage.analysis.pool.tables import TableReader, entry_layout
 from pytriage.errors import MemoryReadError, PytriageError
 
 MAX_ENTRIES = 1 << 20
-SLICE_BYTES = 0x4000
 _FIELDS = ("NonPagedAllocs", "NonPagedFrees", "NonPagedBytes", "PagedAllocs", "PagedFrees", "PagedBytes")
 _FALLBACK = {"Key": 0, "NonPagedBytes": 8, "NonPagedAllocs": 16, "NonPagedFrees": 24, "PagedBytes": 32,
              "PagedAllocs": 40, "PagedFrees": 48, "size": 56}
@@ -44,18 +44,6 @@ class TagUsage:
                 "paged_frees": self.paged_frees, "paged_bytes": self.paged_bytes}
 
 
-def _layout(symbolizer) -> Tuple[Dict[str, int], str]:
-    try:
-        layout, _ = symbolizer.type_layout("nt!_POOL_TRACKER_TABLE")
-        fields = {f.name: f.offset for f in layout.fields}
-        if set(_FIELDS) | {"Key"} <= set(fields) and layout.size:
-            fields["size"] = layout.size
-            return fields, "nt's symbols"
-    except PytriageError:
-        pass
-    return dict(_FALLBACK), "built-in 19041 x64 layout"
-
-
 def pool_usage(target, symbolizer) -> Tuple[List[TagUsage], str]:
     """Every tag with a nonzero count, sorted by bytes (largest first); ``PytriageError`` when the table
     cannot be read, saying why."""
@@ -68,28 +56,18 @@ def pool_usage(target, symbolizer) -> Tuple[List[TagUsage], str]:
         raise PytriageError("pool usage needs nt!PoolTrackTable: %s" % exc) from None
     if not table or not 0 < count <= MAX_ENTRIES:
         raise PytriageError("nt!PoolTrackTableSize is %d and the table is at 0x%x: not a usable table" % (count, table))
-    layout, source = _layout(symbolizer)
-    size = layout["size"]
-    per_slice = max(1, SLICE_BYTES // size)
+    layout, source = entry_layout(symbolizer, "nt!_POOL_TRACKER_TABLE", ("Key",) + _FIELDS, _FALLBACK)
+    reader = TableReader(target, table, count, layout["size"])
     usages: List[TagUsage] = []
-    missing = 0
-    for first in range(0, count, per_slice):
-        n = min(per_slice, count - first)
-        try:
-            raw = target.read(table + first * size, n * size)
-        except MemoryReadError:
-            missing += n
+    for _index, raw, base in reader.entries():
+        key = struct.unpack_from("<I", raw, base + layout["Key"])[0]
+        if key == 0:
             continue
-        for i in range(n):
-            base = i * size
-            key = struct.unpack_from("<I", raw, base + layout["Key"])[0]
-            if key == 0:
-                continue
-            values = [struct.unpack_from("<Q", raw, base + layout[name])[0] for name in _FIELDS]
-            if any(values):
-                usages.append(TagUsage(key, *values))
+        values = [struct.unpack_from("<Q", raw, base + layout[name])[0] for name in _FIELDS]
+        if any(values):
+            usages.append(TagUsage(key, *values))
     usages.sort(key=lambda u: (-u.total_bytes, u.tag_text))
     note = "layout: %s; %d entries" % (source, count)
-    if missing:
-        note += "; %d entries are not in the dump" % missing
+    if reader.missing:
+        note += "; %d entries are not in the dump" % reader.missing
     return usages, note
