@@ -20,7 +20,7 @@ from tabulate import tabulate
 from pytriage.analysis.pool.header import tag_text
 from pytriage.analysis.pool.image_scan import TagScan, TagScanner
 from pytriage.analysis.pool.locate import PoolReport, find_allocation
-from pytriage.analysis.pool.owners import tag_owners
+from pytriage.analysis.pool.owners import listed_owners, scan_owners
 from pytriage.analysis.pool.pooltag_file import PoolTagFile, find_pooltag_file
 from pytriage.analysis.pool.tracker import pool_usage
 from pytriage.commands.render import format_address, hex64
@@ -68,14 +68,14 @@ class PoolTagContext:
 
     def owners(self, tag: int) -> tuple:
         """(owner candidates, the scan or None, why the scan did not run)."""
-        owners = tag_owners(self.target, tag, self.pooltag, None)
+        owners = listed_owners(self.target, tag, self.pooltag)
         policy = self.options.scan
         skipped = ""
         scan = None
         if policy == "always" or (policy == "auto" and not self.target.is_live
                                   and not any(o.loaded for o in owners)):
             scan = self.scan(tag)
-            owners = tag_owners(self.target, tag, self.pooltag, scan)
+            owners = scan_owners(scan) + owners
         elif policy == "never":
             skipped = "image scan not run (--no-scan)"
         elif self.target.is_live:
@@ -265,7 +265,7 @@ def usage_record(ctx: PoolTagContext) -> dict:
     top = usages[:ctx.options.top]
     rows = []
     for usage in top:
-        owners = tag_owners(ctx.target, usage.tag, ctx.pooltag, None)
+        owners = listed_owners(ctx.target, usage.tag, ctx.pooltag)
         row = usage.to_json()
         row["owner"] = owners[0].binary if owners else ""
         rows.append(row)

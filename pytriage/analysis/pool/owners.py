@@ -1,9 +1,10 @@
 """Tag -> owner candidates, each with the evidence it rests on.
 
-Three independent sources, listed in this order: the user's ``pooltag.txt``, our network-stack tag
-table, and the image scan (a loaded driver whose code uses the tag as an instruction immediate). A
-scan hit is the strongest evidence because it comes from this machine's own binaries; a pooltag.txt
-line names a binary that may not even be loaded, which the candidate says.
+Three independent sources: the image scan (a loaded driver whose code uses the tag as an instruction
+immediate), the user's ``pooltag.txt`` and our network-stack tag table; commands show scan hits first.
+A scan hit is the strongest evidence because it comes from this machine's own binaries; a pooltag.txt
+line names a binary that may not even be loaded, which the candidate says. The listed sources cost no
+reads, so the command asks them first and scans only when they name no loaded binary.
 """
 
 from dataclasses import dataclass
@@ -32,16 +33,22 @@ def _loaded(target, binary: str) -> Optional[bool]:
     return any(m.name.lower() == name for m in target.modules())
 
 
-def tag_owners(target, tag: int, pooltag: Optional[PoolTagFile], scan: Optional[TagScan]) -> List[OwnerCandidate]:
+def scan_owners(scan: TagScan) -> List[OwnerCandidate]:
+    """One candidate per instruction the image scan kept (loaded by definition: it is in the target)."""
+    owners = []
+    for use in scan.uses:
+        detail = "%s: %s [%s], %s" % (use.symbol, use.instruction, use.encoding, use.role)
+        if use.call:
+            detail += "; then calls %s" % use.call
+        if not use.confirmed:
+            detail += " (no unwind data covers this code: decoded without a known function start)"
+        owners.append(OwnerCandidate("image scan", use.image, detail, True))
+    return owners
+
+
+def listed_owners(target, tag: int, pooltag: Optional[PoolTagFile]) -> List[OwnerCandidate]:
+    """What pooltag.txt and our network table say of the tag (no target reads beyond the module list)."""
     owners: List[OwnerCandidate] = []
-    if scan is not None:
-        for use in scan.uses:
-            detail = "%s: %s [%s], %s" % (use.symbol, use.instruction, use.encoding, use.role)
-            if use.call:
-                detail += "; then calls %s" % use.call
-            if not use.confirmed:
-                detail += " (no unwind data covers this code: decoded without a known function start)"
-            owners.append(OwnerCandidate("image scan", use.image, detail, True))
     if pooltag is not None:
         exact = pooltag.lookup(tag)
         for entry in exact or pooltag.lookup_prefix(tag):
