@@ -139,7 +139,7 @@ POOL_VA = 0xFFFFC08BE0000000
 def test_hostile_fixed_pages(page):
     walk = walk_page(page, POOL_VA)
     assert walk.blocks == [] and len(walk.breaks) == 1 and walk.damaged == [(POOL_VA, POOL_VA + PAGE)]
-    assert special_pool_page(page, POOL_VA, False) is None
+    assert special_pool_page(page, POOL_VA, lambda: True) is None
     target = FakeTarget({POOL_VA: page})
     report = find_allocation(target, _NoSymbols(), POOL_VA + 0x800)
     assert report.allocation is None
@@ -162,7 +162,7 @@ class _NoSymbols:
 def test_random_pages_never_raise_or_hang(page, offset, build):
     walk = walk_page(page, POOL_VA)
     assert sum(b.size for b in walk.blocks) <= PAGE
-    special_pool_page(page, POOL_VA, False)
+    special_pool_page(page, POOL_VA, lambda: True)
     target = FakeTarget({POOL_VA: page})
     target.os_build = build
     report = find_allocation(target, _NoSymbols(), POOL_VA + offset)

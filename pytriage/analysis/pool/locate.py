@@ -224,7 +224,7 @@ def find_allocation(target, symbolizer, address: int, big_pool: bool = True) -> 
 
     first_break = None
     if page is not None:
-        special = special_pool_page(page, page_va, None if target.is_valid(page_va + PAGE) else False)
+        special = special_pool_page(page, page_va, lambda: not target.is_valid(page_va + PAGE))
         if special is not None:
             _from_special(report, special, on_guard=False)
             return report
@@ -237,7 +237,7 @@ def find_allocation(target, symbolizer, address: int, big_pool: bool = True) -> 
             first_break = walk.breaks[0]
     else:
         previous = _read_page(target, page_va - PAGE)
-        special = special_pool_page(previous, page_va - PAGE, False) if previous is not None else None
+        special = special_pool_page(previous, page_va - PAGE, lambda: True) if previous is not None else None
         if special is not None and not special.freed:
             _from_special(report, special, on_guard=True)
             return report

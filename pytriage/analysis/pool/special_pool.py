@@ -13,7 +13,7 @@ A freed special-pool page carries the signature 0x98764321 at +0x10 when it is s
 
 import struct
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from pytriage.analysis.pool.header import HEADER_SIZE, PAGE, tag_is_plausible, tag_text
 
@@ -50,12 +50,12 @@ class SpecialPoolPage:
         return "underrun" if self.fill_damage < self.allocation else "overrun"
 
 
-def special_pool_page(page: bytes, page_va: int, next_page_mapped: Optional[bool]) -> Optional[SpecialPoolPage]:
+def special_pool_page(page: bytes, page_va: int, guard_page_missing: Callable[[], bool]) -> Optional[SpecialPoolPage]:
     """The special-pool allocation on ``page``, or None when the page does not have that shape.
 
-    ``next_page_mapped``: False when the page after it is known to be unreadable (the guard page), None
-    when not checked. The fill bytes are the main evidence; with no gap to check (an allocation that
-    fills the page), a missing next page is required.
+    The fill bytes are the main evidence. Only when there are too few of them to judge (an allocation
+    that fills the page) is ``guard_page_missing()`` asked whether the page after it is unreadable, so
+    the common case costs no read of that page.
     """
     if len(page) != PAGE:
         return None
@@ -66,7 +66,7 @@ def special_pool_page(page: bytes, page_va: int, next_page_mapped: Optional[bool
         return SpecialPoolPage(page_va, page[:HEADER_SIZE], requested if requested <= MAX_SIZE else 0,
                                bool(ulong1 & PAGED_FLAG), page[2], tag, allocation, None, freed=True)
     requested = ulong1 & SIZE_MASK
-    if not 1 <= requested <= MAX_SIZE or not tag_is_plausible(tag) or next_page_mapped is True:
+    if not 1 <= requested <= MAX_SIZE or not tag_is_plausible(tag):
         return None
     fill = page[2]
     allocation_offset = (PAGE - requested) & ~(HEADER_SIZE - 1)
@@ -79,7 +79,7 @@ def special_pool_page(page: bytes, page_va: int, next_page_mapped: Optional[bool
     if len(outside) >= 16:
         if matching * 10 < len(outside) * 9:          # the fill must hold on at least 90% of its bytes
             return None
-    elif next_page_mapped is not False:
+    elif not guard_page_missing():
         return None
     damage = None
     for index, value in enumerate(before):
