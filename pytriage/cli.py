@@ -108,29 +108,40 @@ def _symbol_stats_lines(target, path, store) -> List[str]:
     return lines
 
 
-def _cmd_sym(args: argparse.Namespace) -> int:
+def _print_result(args: argparse.Namespace, record: dict, lines: List[str], target, path, store) -> None:
+    """``--json``: the record (with ``stats`` under ``--stats``); else the text lines and the stats lines."""
     from pytriage.commands.render import to_json_text
+
+    if args.json:
+        if args.stats:
+            record["stats"] = _stats_record(target, store)
+        print(to_json_text(record))
+    else:
+        print("\n".join(lines))
+        if args.stats:
+            print("\n".join(_symbol_stats_lines(target, path, store)))
+
+
+def _address_argument(text: str, symbolizer) -> int:
+    """An address as typed (hex, backticks allowed) or a ``module!symbol`` resolved through the symbols."""
+    from pytriage.commands.sym import looks_like_address, parse_address
+
+    return parse_address(text) if looks_like_address(text) else symbolizer.address_of(text)
+
+
+def _cmd_sym(args: argparse.Namespace) -> int:
     from pytriage.commands.sym import lookup, render_text
 
     with _symbolized_dump(args) as (target, symbolizer, path, store):
         records = [lookup(symbolizer, query) for query in args.query]
-        if args.json:
-            out = {"schema": "pytriage.sym/1", "results": records}
-            if args.stats:
-                out["stats"] = _stats_record(target, store)
-            print(to_json_text(out))
-        else:
-            for record in records:
-                print("\n".join(render_text(record, args.verbose)))
-            if args.stats:
-                print("\n".join(_symbol_stats_lines(target, path, store)))
+        lines = [line for record in records for line in render_text(record, args.verbose)]
+        _print_result(args, {"schema": "pytriage.sym/1", "results": records}, lines, target, path, store)
     return 0
 
 
 def _cmd_dt(args: argparse.Namespace) -> int:
     from pytriage.commands.dt import layout_lines, layout_to_json, value_lines, values_to_json
     from pytriage.commands.render import hex64, to_json_text
-    from pytriage.commands.sym import looks_like_address, parse_address
     from pytriage.symbols.types import StructLayout
 
     with _symbolized_dump(args) as (target, symbolizer, path, store):
@@ -141,8 +152,7 @@ def _cmd_dt(args: argparse.Namespace) -> int:
             title = layout.name if where.startswith("builtin") else "%s!%s" % (where.split(" ", 1)[0], layout.name)
         address = None
         if args.address is not None:
-            address = parse_address(args.address) if looks_like_address(args.address) \
-                else symbolizer.address_of(args.address)
+            address = _address_argument(args.address, symbolizer)
             if not isinstance(layout, StructLayout):
                 raise PytriageError("%s is an enum: dt with an address needs a struct or union" % layout.name)
         if args.json:
@@ -208,8 +218,6 @@ def _cmd_pooltag(args: argparse.Namespace) -> int:
         tag_record,
         usage_record,
     )
-    from pytriage.commands.render import to_json_text
-    from pytriage.commands.sym import looks_like_address, parse_address
 
     modes = [args.address is not None, args.tag is not None, args.summary]
     if sum(modes) != 1:
@@ -221,9 +229,7 @@ def _cmd_pooltag(args: argparse.Namespace) -> int:
     with _symbolized_dump(args) as (target, symbolizer, path, store):
         ctx = PoolTagContext(target, symbolizer, options, progress_stream=sys.stderr)
         if args.address is not None:
-            address = parse_address(args.address) if looks_like_address(args.address) \
-                else symbolizer.address_of(args.address)
-            record = pool_address(ctx, address)
+            record = pool_address(ctx, _address_argument(args.address, symbolizer))
             lines = render_address(record, args.verbose)
         elif args.tag is not None:
             record = tag_record(ctx, parse_tag(args.tag))
@@ -231,15 +237,7 @@ def _cmd_pooltag(args: argparse.Namespace) -> int:
         else:
             record = usage_record(ctx)
             lines = render_usage(record)
-        if args.json:
-            out = strip_private(record)
-            if args.stats:
-                out["stats"] = _stats_record(target, store)
-            print(to_json_text(out))
-        else:
-            print("\n".join(lines))
-            if args.stats:
-                print("\n".join(_symbol_stats_lines(target, path, store)))
+        _print_result(args, strip_private(record), lines, target, path, store)
     return 0
 
 
