@@ -11,6 +11,7 @@ the module's image file, so that a debugger given the store as its symbol path f
 it reads from the dump (CodeView GUID/age, TimeDateStamp/SizeOfImage).
 """
 
+import dataclasses
 import os
 import re
 import struct
@@ -22,8 +23,10 @@ from pytriage.errors import SpecError
 from pytriage.scenarios import isf, kernel_state, pdb_writer, stack
 from pytriage.scenarios import pool as pool_layout
 from pytriage.scenarios.memory import PAGE, AddressSpace, PhysicalImage
+from pytriage.scenarios.nbl import NblBuild
 from pytriage.scenarios.pe_image import DEFAULT_UNWIND_INFO, PeFunction, PeImage, PeSection, build_pe_image, guid_bytes
 from pytriage.scenarios.spec import ModuleSpec, ScenarioSpec
+from pytriage.scenarios.spec import debugger_name as spec_debugger_name
 from pytriage.scenarios.stack import StackPlan
 from pytriage.scenarios.writer import write_bitmap, write_full
 
@@ -69,6 +72,7 @@ class BuiltScenario:
     stack: Optional[StackPlan] = None    # the crashing thread's frames as laid out (spec "stack")
     context: Dict[str, int] = field(default_factory=dict)   # the crash CONTEXT's registers the spec set or the
     #                                     stack gave (rip, rsp and every register named); others are defaults
+    nbl_addresses: Dict[str, int] = field(default_factory=dict)   # the "nbl" section's NBLs and blocks by id
 
     def expected(self, va: int, size: int) -> Optional[bytes]:
         """What the builder put at ``va`` (None when a page is unmapped or left out of the dump)."""
@@ -304,13 +308,19 @@ def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") 
     space.map_page(KUSER_SHARED_DATA, phys.alloc() * PAGE, writable=False, executable=False)
     phys.write(space.translate(KUSER_SHARED_DATA), bytes(shared))  # type: ignore[arg-type]
 
-    if spec.pool is not None:
+    pool_spec = spec.pool
+    nbl_addresses: Dict[str, int] = {}
+    if spec.nbl is not None:                             # NBL blocks are classic pool pages too
+        nbl_pages, nbl_addresses = _layout_nbls(spec, space, phys, built, crash_regs["rsp"])
+        base = pool_spec if pool_spec is not None else pool_layout.PoolSpec()
+        pool_spec = dataclasses.replace(base, pages=list(base.pages) + nbl_pages)
+    if pool_spec is not None:
         def set_variable(name: str, raw: bytes) -> None:
             ksyms[name] = kdata + K_POOL_VARIABLES[name]
             kernel.symbols[name] = ksyms[name] - spec.kernel.base
             space.write(ksyms[name], raw)
 
-        pool_layout.write_pool(space, pool.alloc, spec.pool, set_variable)
+        pool_layout.write_pool(space, pool.alloc, pool_spec, set_variable)
 
     # Free-form memory regions from the spec.
     for i, region in enumerate(spec.regions):
@@ -349,7 +359,28 @@ def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") 
     symstore_path = os.path.join(out_dir, "%s.symstore" % stem)
     write_symbol_store(symstore_path, built, [doc for _, _, _, doc in tables])
     return BuiltScenario(spec, dump_path, symbols_path, dump_type, phys, space, built, ksyms, size, symstore_path,
-                         plan, dict(crash_regs))
+                         plan, dict(crash_regs), nbl_addresses)
+
+
+def _layout_nbls(spec: ScenarioSpec, space: AddressSpace, phys: PhysicalImage, built: List[BuiltModule],
+                 rsp: int) -> Tuple[list, Dict[str, int]]:
+    """Place the spec's ``nbl`` section: its pool pages (written with the ``pool`` section's) and the address
+    of every NBL and block by id."""
+    by_name: Dict[str, BuiltModule] = {}
+    for index, bm in enumerate(built):
+        by_name.setdefault(bm.spec.name.lower(), bm)
+        by_name.setdefault(spec_debugger_name(bm.spec, index == 0).lower(), bm)
+
+    def symbol(text: str) -> Optional[int]:
+        module, _, name = text.partition("!")
+        bm = by_name.get(module.lower())
+        if bm is None or name not in bm.symbols:
+            return None
+        return bm.spec.base + bm.symbols[name]
+
+    layout = NblBuild(spec.nbl, space, phys, symbol, rsp)
+    layout.plan()
+    return layout.fill(), dict(layout.addresses)
 
 
 def module_pdb(bm: BuiltModule, isf_table: Optional[Dict[str, object]] = None) -> bytes:

@@ -178,6 +178,7 @@ class ScenarioSpec:
     raw: Dict[str, Any] = field(default_factory=dict)
     stack: List[StackFrameSpec] = field(default_factory=list)
     pool: Any = None                     # scenarios.pool.PoolSpec when the spec has a "pool" section
+    nbl: Any = None                      # scenarios.nbl.NblSpec when the spec has an "nbl" section
 
 
 _GUID_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
@@ -414,13 +415,19 @@ def parse_spec(doc: Any, source: str = "spec") -> ScenarioSpec:
         pool_base=_kernel_va(parse_int(doc.get("pool_base", "0xffffc08be0000000"), "pool_base"), "pool_base"),
         pfn_database=parse_int(doc.get("pfn_database", "0xffffe70000000000"), "pfn_database"),
         raw=doc, stack=_stack(doc["stack"], kernel, modules) if "stack" in doc else [],
-        pool=_pool(doc.get("pool")))
+        pool=_pool(doc.get("pool")), nbl=_nbl(doc.get("nbl")))
 
 
 def _pool(value: Any) -> Any:
     from pytriage.scenarios.pool import parse_pool  # pool.py uses this module's parsers
 
     return parse_pool(value)
+
+
+def _nbl(value: Any) -> Any:
+    from pytriage.scenarios.nbl import parse_nbl  # nbl.py uses this module's parsers
+
+    return parse_nbl(value)
 
 
 def load_spec(path: str) -> ScenarioSpec:
