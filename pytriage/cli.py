@@ -241,6 +241,26 @@ def _cmd_pooltag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_nblwalk(args: argparse.Namespace) -> int:
+    from pytriage.commands.nblwalk import NblWalkOptions, nbl_walk, render_text
+    from pytriage.commands.pooltag import strip_private
+
+    if not 1 <= args.max <= 10000000:
+        raise PytriageError("--max must be between 1 and 10000000")
+    if args.pcap and args.no_packets:
+        raise PytriageError("--pcap needs the packet bytes: leave out --no-packets")
+    options = NblWalkOptions(max_nbls=args.max, verbose=args.verbose, pcap=args.pcap,
+                             dot11="always" if args.dot11 else "never" if args.no_dot11 else "auto",
+                             owners=not args.no_owners, packets=not args.no_packets,
+                             scan="always" if args.scan else "never" if args.no_scan else "auto",
+                             pooltag_file=args.pooltag)
+    with _symbolized_dump(args, require_x64="NBL layouts are x64") as (target, symbolizer, path, store):
+        record = nbl_walk(target, symbolizer, _address_argument(args.address, symbolizer), options,
+                          progress_stream=sys.stderr)
+        _print_result(args, strip_private(record), render_text(record, args.verbose), target, path, store)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pytriage.scenarios import build_builtin, builtin_names
 
@@ -359,6 +379,27 @@ def build_parser() -> argparse.ArgumentParser:
     pooltag.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
     pooltag.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
     pooltag.set_defaults(func=_cmd_pooltag)
+
+    nblwalk = sub.add_parser("nblwalk", parents=[symbols], help=(
+        "walk a NET_BUFFER_LIST chain: NBLs, NET_BUFFERs, MDLs, packets, owners, DOT11 completion stacks"))
+    nblwalk.add_argument("dump", help="kernel dump file")
+    nblwalk.add_argument("address", help="address of the first NET_BUFFER_LIST (hex, or module!symbol)")
+    nblwalk.add_argument("--max", type=int, default=1000, help="stop after this many NBLs (default 1000)")
+    nblwalk.add_argument("--pcap", metavar="FILE", help="write every packet of the walk to FILE (pcapng)")
+    nblwalk.add_argument("--dot11", action="store_true", help=(
+        "decode nwifi's DOT11 completion stack of every NBL with a context (default: when nwifi is loaded)"))
+    nblwalk.add_argument("--no-dot11", action="store_true", help="never decode DOT11 completion stacks")
+    nblwalk.add_argument("--no-owners", action="store_true", help=(
+        "do not look up whose memory the NBLs, pool handles and source handles are"))
+    nblwalk.add_argument("--no-packets", action="store_true", help=(
+        "do not read packet bytes (structures only: the fewest reads on a live target)"))
+    nblwalk.add_argument("--scan", action="store_true", help="always scan loaded drivers' code for pool tags")
+    nblwalk.add_argument("--no-scan", action="store_true", help="never scan drivers' code for pool tags")
+    nblwalk.add_argument("--pooltag", metavar="FILE", help="your pooltag.txt (as for pooltag)")
+    nblwalk.add_argument("-v", "--verbose", action="store_true", help="also show MDLs and the first packet bytes")
+    nblwalk.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
+    nblwalk.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
+    nblwalk.set_defaults(func=_cmd_nblwalk)
 
     demo = sub.add_parser("demo", help="build a built-in scenario dump in a temp dir and analyse it")
     demo.add_argument("name", nargs="?", default="basic", help="built-in scenario (see --list)")

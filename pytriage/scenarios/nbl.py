@@ -61,7 +61,7 @@ class NetBufferDecl:
     packet: bytes
     mdl_sizes: List[int]           # how the packet is split over MDLs (the last one takes the rest)
     headroom: int                  # unused bytes before the packet in the first MDL (DataOffset)
-    mapping: str                   # va, pfn, unmapped
+    mappings: List[str]            # per MDL: va, pfn, unmapped (one value given = every MDL)
     path: str
 
 
@@ -148,9 +148,11 @@ def _net_buffer(item: Any, path: str) -> NetBufferDecl:
     if not 0 <= headroom <= 0x800:
         raise SpecError("%s.headroom: 0 to 0x800 bytes" % path)
     mapping = item.get("mapping", "va")
-    if mapping not in _MAPPINGS:
-        raise SpecError("%s.mapping: one of %s" % (path, ", ".join(_MAPPINGS)))
-    return NetBufferDecl(packet, sizes, headroom, mapping, path)
+    mappings = mapping if isinstance(mapping, list) else [mapping] * (len(sizes) + 1)
+    if len(mappings) != len(sizes) + 1 or any(m not in _MAPPINGS for m in mappings):
+        raise SpecError("%s.mapping: one of %s, or a list of them, one per MDL (%d)" % (
+            path, ", ".join(_MAPPINGS), len(sizes) + 1))
+    return NetBufferDecl(packet, sizes, headroom, mappings, path)
 
 
 def _dot11(item: Any, path: str) -> Dot11Decl:
@@ -325,7 +327,7 @@ class NblBuild:
             for nb in nbl.net_buffers:
                 chain = []
                 for index, piece in enumerate(self._pieces(nb)):
-                    chain.append(_Mdl(cursor, piece, nb.mapping))
+                    chain.append(_Mdl(cursor, piece, nb.mappings[index]))
                     cursor += MDL_SIZE + 8 * self._pages_needed(nb, index)
                 mdls.append(chain)
             self._nbl_blocks[nbl.id] = (block, nb_vas, mdls)
@@ -352,7 +354,7 @@ class NblBuild:
 
     def _pages_needed(self, nb: NetBufferDecl, index: int) -> int:
         piece = self._pieces(nb)[index]
-        offset = 0x80 if nb.mapping != "va" else 0      # pool buffers: the real offset is known only later
+        offset = 0x80 if nb.mappings[index] != "va" else 0      # pool buffers: the offset is known only later
         return max(1, (offset + len(piece) + 16 + PAGE - 1) // PAGE + 1)
 
     def _place_buffer(self, nbl: NblDecl, mdl: _Mdl) -> None:

@@ -25,6 +25,7 @@ class Target:
     os_build: Optional[int] = None      # the Windows build (19041), when the backend knows it
     dump_kind: Optional[str] = None     # "full", "bitmap", "triage"...; None on a live target
     is_live = False                     # a live kernel: slow reads, so costly scans only when asked
+    crash_time: Optional[float] = None  # the crash as Unix seconds (a dump's SystemTime); None live or unknown
 
     def __init__(self, cache_pages: int = 2048) -> None:
         self.stats = ReadStats()
