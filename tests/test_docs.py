@@ -69,3 +69,14 @@ def test_cli_md_stack_example_is_what_the_tool_prints(capsys, tmp_path, triage_d
     real = capsys.readouterr().out.replace(str(tmp_path), "./cache").splitlines()
     shown = [line for line in block.group(2).splitlines() if line != "..."]
     assert [line for line in real if line in shown] == shown
+
+
+def test_readme_nblwalk_example_is_the_seed_nbl(tmp_path, capsys):
+    """README walks nbl-zoo's seed NBL by address: that address must stay the seed NBL's."""
+    from pytriage.scenarios import build_builtin
+
+    address = re.search(r"pytriage nblwalk DIR/nbl-zoo-bitmap\.dmp (\S+)", _read("README.md")).group(1)
+    built = build_builtin("nbl-zoo", str(tmp_path), "bitmap")
+    assert int(address.replace("`", ""), 16) == built.nbl_addresses["seed"]
+    assert cli.main(["nblwalk", built.dump_path, address, "--symbols", built.symstore_path]) == 0
+    assert "the driver below nwifi (vwifimf.sys)" in capsys.readouterr().out
