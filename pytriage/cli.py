@@ -12,7 +12,7 @@ import tempfile
 from typing import List, Optional
 
 from pytriage import __version__
-from pytriage.errors import PytriageError
+from pytriage.errors import PytriageError, format_address
 
 EXIT_USAGE_OR_INPUT = 2
 EXIT_INTERNAL = 3
@@ -285,6 +285,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         args.numbers, args.max_frames, args.scan_unverified = True, 256, False
         stats, args.stats = args.stats, False
         _cmd_stack(args)
+        demo_nbl = built.spec.nbl.demo if built.spec.nbl is not None else None
+        if demo_nbl is not None:             # a scenario about NBLs shows its headline walk too
+            address = built.nbl_addresses[demo_nbl]
+            print("")
+            print("NBL walk (pytriage nblwalk %s %s --symbols srv*%s):" % (
+                os.path.basename(built.dump_path), format_address(address), os.path.basename(built.symstore_path)))
+            args.address, args.max, args.pcap, args.dot11, args.no_dot11 = "%x" % address, 1000, None, False, False
+            args.no_owners = args.no_packets = args.scan = args.no_scan = args.verbose = False
+            args.pooltag = None
+            _cmd_nblwalk(args)
         args.stats = stats
         return 0
 

@@ -111,6 +111,7 @@ class NblSpec:
     blocks: List[BlockDecl] = field(default_factory=list)
     nbls: List[NblDecl] = field(default_factory=list)
     writes: List[WriteDecl] = field(default_factory=list)
+    demo: Optional[str] = None     # the NBL `pytriage demo` walks
 
 
 def _ref(value: Any, path: str) -> Ref:
@@ -224,6 +225,11 @@ def parse_nbl(doc: Any) -> Optional[NblSpec]:
             parse_int(item.get("status", 0), path + ".status") & 0xFFFFFFFF,
             parse_int(item.get("child_ref_count", 0), path + ".child_ref_count") & 0xFFFFFFFF,
             nbs, _context(item["context"], path + ".context") if "context" in item else None, path))
+    demo = doc.get("demo")
+    if demo is not None:
+        if demo not in [n.id for n in spec.nbls]:
+            raise SpecError("nbl.demo: %r is not the id of an NBL of the section" % (demo,))
+        spec.demo = demo
     for i, item in enumerate(seq(doc.get("writes", []), "nbl.writes")):
         path = "nbl.writes[%d]" % i
         item = obj(item, path)

@@ -81,3 +81,46 @@ def test_hostile_scenario_name_cannot_escape_the_output_dir(tmp_path, basic_doc)
     assert built.dump_path.startswith(str(out) + "/")
     assert sorted(p.name for p in out.iterdir()) == ["etc_passwd-bitmap.dmp", "etc_passwd.symbols",
                                                      "etc_passwd.symstore"]
+
+
+@pytest.fixture(scope="module")
+def nbl_doc():
+    from pytriage.scenarios import builtin_path
+    with open(builtin_path("nbl-zoo"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _nbl(doc, nbl_id):
+    return next(n for n in doc["nbl"]["nbls"] if n["id"] == nbl_id)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["nbl"].update(area="0xffffc08be1400010"), "nbl.area: 0xffffc08be1400010 is not a page-aligned"),
+    (lambda d: _nbl(d, "dns").update(id="syn"), "nbl.nbls[1].id: id 'syn' is already used by nbl.nbls[0].id"),
+    (lambda d: _nbl(d, "dns").update(next="hello world"), "nbl.nbls[1].next: expected a number"),
+    (lambda d: _nbl(d, "syn")["net_buffers"][0].update(mapping=["va"]),
+     "nbl.nbls[0].net_buffers[0].mapping: one of va, pfn, unmapped, or a list of them, one per MDL (2)"),
+    (lambda d: _nbl(d, "syn")["net_buffers"][0].update(mdl_sizes=[54]),
+     "nbl.nbls[0].net_buffers[0].mdl_sizes: positive sizes that leave bytes for the last MDL"),
+    (lambda d: _nbl(d, "wifi")["context"]["dot11"].update(tos="@filt562"),
+     "nbl.nbls[5].context.dot11: give either tos_index"),
+    (lambda d: _nbl(d, "wifi")["context"].update(size="0x100"),
+     "nbl.nbls[5].context: a DOT11 packet context needs 0x1b8 bytes after offset"),
+    (lambda d: d["nbl"].update(demo="nope"), "nbl.demo: 'nope' is not the id of an NBL of the section"),
+])
+def test_bad_nbl_section_names_the_path(nbl_doc, mutate, message):
+    with pytest.raises(SpecError) as info:
+        parse_spec(_with(nbl_doc, mutate))
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: _nbl(d, "dns").update(next="@nowhere"), "nbl.nbls[1].next: no NBL or block with id 'nowhere'"),
+    (lambda d: _nbl(d, "wifi")["context"]["dot11"]["entries"][0].update(routine="nwifi!NoSuchRoutine"),
+     "nbl.nbls[5].context.dot11.entries[0].routine: no symbol nwifi!NoSuchRoutine among the spec's modules"),
+])
+def test_unresolvable_nbl_reference_is_refused_at_build(nbl_doc, tmp_path, mutate, message):
+    from pytriage.scenarios.builder import build_scenario
+    with pytest.raises(SpecError) as info:
+        build_scenario(parse_spec(_with(nbl_doc, mutate)), str(tmp_path))
+    assert message in str(info.value)
