@@ -172,8 +172,9 @@ class _Walk:
 _P = TypeVar("_P", bound=dpkt.Packet)
 
 
-def _header(cls: Type[_P], buf: bytes, layer: str, walk: _Walk) -> Optional[_P]:
-    """Unpack only the fixed header of dpkt class ``cls`` from ``buf``; None (and a note) when too short.
+def _header(cls: Type[_P], buf: bytes, layer: str, walk: _Walk, segment: bool = False) -> Optional[_P]:
+    """Unpack only the fixed header of dpkt class ``cls`` from ``buf``; None (and a note) when too short,
+    and with ``segment`` the ``<layer> (truncated header)`` segment as well.
 
     ``dpkt.Packet.unpack`` fills the header fields and leaves the rest in ``.data`` without decoding the
     next layer, which is what lets the walk keep every layer the bytes support (see module docstring).
@@ -181,6 +182,8 @@ def _header(cls: Type[_P], buf: bytes, layer: str, walk: _Walk) -> Optional[_P]:
     need = cls.__hdr_len__
     if len(buf) < need:
         walk.notes.append("%s header truncated: %d of %d bytes" % (layer, len(buf), need))
+        if segment:
+            walk.segments.append("%s (truncated header)" % layer)
         return None
     packet = cls()
     dpkt.Packet.unpack(packet, buf)
@@ -341,9 +344,8 @@ def _raw_ip(walk: _Walk, data: bytes) -> None:
 # ---------------------------------------------------------------------------------------------- link layers
 
 def _ethernet(walk: _Walk, data: bytes) -> None:
-    eth = _header(dpkt.ethernet.Ethernet, data, "Ethernet", walk)
+    eth = _header(dpkt.ethernet.Ethernet, data, "Ethernet", walk, segment=True)
     if eth is None:
-        walk.segments.append("Ethernet (truncated header)")
         return
     walk.protocols.append("ethernet")
     segment = "Ethernet %s > %s" % (_mac(eth.src), _mac(eth.dst))
@@ -448,9 +450,8 @@ def _dot11_control(walk: _Walk, data: bytes, subtype: int) -> None:
 
 def _llc(walk: _Walk, data: bytes) -> None:
     """802.2 LLC; with SNAP (AA-AA-03) the EtherType that follows says what the payload is."""
-    llc = _header(dpkt.llc.LLC, data, "LLC", walk)
+    llc = _header(dpkt.llc.LLC, data, "LLC", walk, segment=True)
     if llc is None:
-        walk.segments.append("LLC (truncated header)")
         return
     walk.protocols.append("llc")
     if not llc.is_snap:
@@ -480,9 +481,8 @@ def _ethertype(walk: _Walk, ethertype: int, payload: bytes) -> None:
 # ---------------------------------------------------------------------------------------------- network layers
 
 def _arp(walk: _Walk, data: bytes) -> None:
-    arp = _header(dpkt.arp.ARP, data, "ARP", walk)
+    arp = _header(dpkt.arp.ARP, data, "ARP", walk, segment=True)
     if arp is None:
-        walk.segments.append("ARP (truncated header)")
         return
     walk.protocols.append("arp")
     if (arp.hrd, arp.pro, arp.hln, arp.pln) != (1, ETH_IPV4, 6, 4):
@@ -498,9 +498,8 @@ def _arp(walk: _Walk, data: bytes) -> None:
 
 
 def _ipv4(walk: _Walk, data: bytes) -> None:
-    ip = _header(dpkt.ip.IP, data, "IPv4", walk)
+    ip = _header(dpkt.ip.IP, data, "IPv4", walk, segment=True)
     if ip is None:
-        walk.segments.append("IPv4 (truncated header)")
         return
     ihl = ip.hl * 4
     if ip.v != 4 or ihl < 20:
@@ -539,9 +538,8 @@ def _ipv4_checksum_note(walk: _Walk, checksum: int, header: bytes) -> None:
 
 
 def _ipv6(walk: _Walk, data: bytes) -> None:
-    ip6 = _header(dpkt.ip6.IP6, data, "IPv6", walk)
+    ip6 = _header(dpkt.ip6.IP6, data, "IPv6", walk, segment=True)
     if ip6 is None:
-        walk.segments.append("IPv6 (truncated header)")
         return
     if ip6.v != 6:
         walk.notes.append("IPv6 header malformed: version %d" % ip6.v)
