@@ -123,3 +123,24 @@ def test_a_long_cycle_is_found_where_it_closes():
 def test_the_chain_running_off_mapped_memory_ends_with_the_reason():
     result = walker(ChainTarget(3, loop_to=10 ** 5)).walk(ChainTarget.BASE)
     assert len(result.nbls) == 4 and result.nbls[-1].error.startswith("ffffa000`030d4000 is not in the dump")
+
+
+def test_net_buffer_and_mdl_chains_that_loop_are_cut_with_a_note():
+    """An NBL whose NET_BUFFER points to itself, whose MDL points to itself: one of each, and the notes."""
+    from pytriage.target.fake import FakeTarget
+
+    nbl, nb, mdl = 0xFFFFA00000001000, 0xFFFFA00000001200, 0xFFFFA00000001300
+    memory = bytearray(0x400)
+    struct.pack_into("<QQ", memory, 0, 0, nb)                                  # Next NULL, FirstNetBuffer
+    struct.pack_into("<QQQQQQ", memory, 0x200, nb, mdl, 0, 4, mdl, 0)          # NB: Next = itself, DataLength 4
+    struct.pack_into("<QHHI QQQII", memory, 0x300, mdl, 0x38, 0x4, 0, 0, mdl + 0x40, mdl & ~0xFFF, 2, 0x340)
+    memory[0x340:0x344] = b"\x45\x00\x00\x14"
+    target = FakeTarget({nbl: bytes(memory)})
+    result = walker(target, max_nbls=10).walk(nbl)
+    (info,) = result.nbls
+    assert info.notes == ["the NET_BUFFER chain loops back to ffffa000`00001200"]
+    (buffer,) = info.net_buffers
+    assert [m.address for m in buffer.mdls] == [mdl]
+    assert buffer.notes[0] == "the MDL chain loops back to ffffa000`00001300"
+    assert buffer.packet.data == b"\x45\x00" and buffer.packet.length == 4     # the MDL holds 2 bytes of 4
+    assert buffer.packet.gap.startswith("the MDL chain ends after 0x2 of 0x4 bytes")

@@ -67,6 +67,11 @@ class Layout:
         spot = self.fields[name]
         return struct.unpack_from(_UNPACK[spot.size].upper(), raw, spot.offset)[0]
 
+    def fill(self, record: object, raw: bytes, attributes: Dict[str, str], signed: Sequence[str] = ()) -> None:
+        """Set each ``record.<attribute>`` to the field ``attributes[attribute]`` decoded from ``raw``."""
+        for attribute, name in attributes.items():
+            setattr(record, attribute, self.signed(raw, name) if name in signed else self.value(raw, name))
+
     def to_json(self) -> dict:
         return {"size": self.size, "source": self.source,
                 "fields": {n: {"offset": f.offset, "size": f.size} for n, f in self.fields.items()}}

@@ -12,8 +12,9 @@ packet can be, PFN arrays by the MDL's own ``Size``.
 """
 
 from dataclasses import dataclass, field
-from typing import List, Set, Tuple
+from typing import List, Tuple
 
+from pytriage.analysis.nbl.chain import ChainGuard
 from pytriage.analysis.nbl.layouts import Layout
 from pytriage.errors import MemoryReadError, PytriageError, format_address
 
@@ -27,6 +28,9 @@ MDL_FLAGS = ((0x0001, "MAPPED_TO_SYSTEM_VA"), (0x0002, "PAGES_LOCKED"), (0x0004,
              (0x1000, "NETWORK_HEADER"), (0x2000, "MAPPING_CAN_FAIL"), (0x4000, "PAGE_CONTENTS_INVARIANT"),
              (0x8000, "INTERNAL"))
 _MAPPED = 0x0001 | 0x0004
+_MDL_FIELDS = {"next": "Next", "size": "Size", "flags": "MdlFlags", "process": "Process",
+               "mapped_va": "MappedSystemVa", "start_va": "StartVa", "byte_count": "ByteCount",
+               "byte_offset": "ByteOffset"}
 
 
 def mdl_flag_names(flags: int) -> str:
@@ -84,14 +88,7 @@ def read_mdl(target, layout: Layout, address: int) -> MdlInfo:
     except MemoryReadError as exc:
         info.error = "MDL %s is not in the dump (%s)" % (format_address(address), exc)
         return info
-    info.next = layout.value(raw, "Next")
-    info.size = layout.value(raw, "Size")
-    info.flags = layout.value(raw, "MdlFlags")
-    info.process = layout.value(raw, "Process")
-    info.mapped_va = layout.value(raw, "MappedSystemVa")
-    info.start_va = layout.value(raw, "StartVa")
-    info.byte_count = layout.value(raw, "ByteCount")
-    info.byte_offset = layout.value(raw, "ByteOffset")
+    layout.fill(info, raw, _MDL_FIELDS)
     if info.byte_offset >= PAGE:
         info.notes.append("ByteOffset 0x%x is not inside a page: a damaged MDL" % info.byte_offset)
     spans = (info.byte_offset % PAGE + info.byte_count + PAGE - 1) // PAGE
@@ -151,14 +148,13 @@ def read_range(target, info: MdlInfo, offset: int, size: int) -> Tuple[bytes, st
 def walk_mdls(target, layout: Layout, first: int, limit: int = MAX_MDLS) -> Tuple[List[MdlInfo], str]:
     """The MDL chain from ``first``: (MDLs, why it stopped early or "")."""
     mdls: List[MdlInfo] = []
-    seen: Set[int] = set()
+    guard = ChainGuard(limit)
     current = first
     while current:
-        if current in seen:
-            return mdls, "the MDL chain loops back to %s" % format_address(current)
-        if len(mdls) >= limit:
-            return mdls, "more than %d MDLs: stopped" % limit
-        seen.add(current)
+        stop = guard.stop(current)
+        if stop is not None:
+            return mdls, ("the MDL chain loops back to %s" % format_address(current) if stop[0] == "loop" else
+                          "more than %d MDLs: stopped" % limit)
         info = read_mdl(target, layout, current)
         mdls.append(info)
         if info.error:

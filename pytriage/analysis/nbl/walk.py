@@ -9,9 +9,10 @@ pages, so a chain costs a page per few NBLs on a live target.
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Set
+from typing import Callable, List, Optional
 
 from pytriage.analysis.memory_owner import MemoryOwner, MemoryOwnerFinder
+from pytriage.analysis.nbl.chain import ChainGuard
 from pytriage.analysis.nbl.dot11 import Dot11Analyzer, Dot11Report
 from pytriage.analysis.nbl.layouts import NblLayouts
 from pytriage.analysis.nbl.mdl import MdlInfo, PacketBytes, packet_bytes, walk_mdls
@@ -26,6 +27,12 @@ NBL_FLAGS = ((0x1, "SEND_READ_ONLY"), (0x2, "RECV_READ_ONLY"), (0x100, "HD_SPLIT
              (0x8000, "IS_LOOPBACK_PACKET"))
 # NET_BUFFER_LIST.Flags is split by owner (ndis/nbl.h, NDIS 6.30+): which layer set a bit says who to ask.
 FLAG_OWNERS = ((0xFFF00003, "protocol"), (0x000F0000, "scratch"), (0x0000F000, "miniport"), (0x00000FFC, "NDIS"))
+_NBL_FIELDS = {"next": "Next", "first_net_buffer": "FirstNetBuffer", "context": "Context",
+               "parent": "ParentNetBufferList", "pool_handle": "NdisPoolHandle", "source_handle": "SourceHandle",
+               "nbl_flags": "NblFlags", "child_ref_count": "ChildRefCount", "flags": "Flags", "status": "Status"}
+_NB_FIELDS = {"next": "Next", "current_mdl": "CurrentMdl", "current_mdl_offset": "CurrentMdlOffset",
+              "data_length": "DataLength", "mdl_chain": "MdlChain", "data_offset": "DataOffset",
+              "pool_handle": "NdisPoolHandle"}
 STATUS_NAMES = {0x00000000: "STATUS_SUCCESS", 0x00000103: "STATUS_PENDING", 0xC0000001: "NDIS_STATUS_FAILURE",
                 0xC000009A: "NDIS_STATUS_RESOURCES", 0xC0000120: "STATUS_CANCELLED",
                 0xC000023A: "STATUS_CONNECTION_INVALID", 0xC0000241: "STATUS_CONNECTION_ABORTED",
@@ -126,20 +133,17 @@ class NblWalker:
 
     def walk(self, start: int) -> NblWalk:
         result = NblWalk(start, layouts=self.layouts)
-        seen = {}
+        guard = ChainGuard(self.options.max_nbls)
         current = start
         while current:
-            if current in seen:
-                result.stop = "cycle: NBL #%d's Next points back to NBL #%d (%s)" % (
-                    len(result.nbls) - 1, seen[current], format_address(current))
+            stop = guard.stop(current)
+            if stop is not None:
                 result.complete = False
+                result.stop = ("cycle: NBL #%d's Next points back to NBL #%d (%s)" % (
+                    len(result.nbls) - 1, stop[1], format_address(current)) if stop[0] == "loop" else
+                    "stopped after %d NBLs (--max %d); the chain goes on at %s" % (
+                        len(result.nbls), stop[1], format_address(current)))
                 break
-            if len(result.nbls) >= self.options.max_nbls:
-                result.stop = "stopped after %d NBLs (--max %d); the chain goes on at %s" % (
-                    len(result.nbls), self.options.max_nbls, format_address(current))
-                result.complete = False
-                break
-            seen[current] = len(result.nbls)
             info = self.read_nbl(len(result.nbls), current)
             result.nbls.append(info)
             if self.options.progress is not None:
@@ -165,16 +169,7 @@ class NblWalker:
         except MemoryReadError as exc:
             info.error = "%s is not in the dump (%s)" % (format_address(address), exc)
             return info
-        info.next = layout.value(raw, "Next")
-        info.first_net_buffer = layout.value(raw, "FirstNetBuffer")
-        info.context = layout.value(raw, "Context")
-        info.parent = layout.value(raw, "ParentNetBufferList")
-        info.pool_handle = layout.value(raw, "NdisPoolHandle")
-        info.source_handle = layout.value(raw, "SourceHandle")
-        info.nbl_flags = layout.value(raw, "NblFlags")
-        info.child_ref_count = layout.signed(raw, "ChildRefCount")
-        info.flags = layout.value(raw, "Flags")
-        info.status = layout.value(raw, "Status")
+        layout.fill(info, raw, _NBL_FIELDS, signed=("ChildRefCount",))
         self._sanity(info)
         self._net_buffers(info)
         if self.options.owners:
@@ -202,16 +197,14 @@ class NblWalker:
     def _net_buffers(self, info: NblInfo) -> None:
         layout = self.layouts["_NET_BUFFER"]
         mdl_layout = self.layouts["_MDL"]
-        seen: Set[int] = set()
+        guard = ChainGuard(MAX_NET_BUFFERS)
         current = info.first_net_buffer
         while current:
-            if current in seen:
-                info.notes.append("the NET_BUFFER chain loops back to %s" % format_address(current))
+            stop = guard.stop(current)
+            if stop is not None:
+                info.notes.append("the NET_BUFFER chain loops back to %s" % format_address(current)
+                                  if stop[0] == "loop" else "more than %d NET_BUFFERs: stopped" % stop[1])
                 return
-            if len(info.net_buffers) >= MAX_NET_BUFFERS:
-                info.notes.append("more than %d NET_BUFFERs: stopped" % MAX_NET_BUFFERS)
-                return
-            seen.add(current)
             nb = NetBufferInfo(len(info.net_buffers), current)
             info.net_buffers.append(nb)
             try:
@@ -219,13 +212,8 @@ class NblWalker:
             except MemoryReadError as exc:
                 nb.error = "NET_BUFFER %s is not in the dump (%s)" % (format_address(current), exc)
                 return
-            nb.next = layout.value(raw, "Next")
-            nb.current_mdl = layout.value(raw, "CurrentMdl")
-            nb.current_mdl_offset = layout.value(raw, "CurrentMdlOffset")
-            nb.data_length = layout.value(raw, "DataLength") & 0xFFFFFFFF
-            nb.mdl_chain = layout.value(raw, "MdlChain")
-            nb.data_offset = layout.value(raw, "DataOffset")
-            nb.pool_handle = layout.value(raw, "NdisPoolHandle")
+            layout.fill(nb, raw, _NB_FIELDS)
+            nb.data_length &= 0xFFFFFFFF           # a union with the 64-bit stDataLength in some headers
             self._packet(nb, mdl_layout)
             current = nb.next
 
