@@ -94,8 +94,16 @@ class ChainTarget(Target):
 
 
 class NoSymbols:
+    """A symbolizer with no symbols at all: every name lookup fails, addresses print as numbers."""
+
     def type_layout(self, name):
         raise SymbolError("no symbols")
+
+    def address_of(self, name):
+        raise SymbolError("no symbols for %s" % name)
+
+    def format(self, address):
+        return "%x" % address
 
 
 def walker(target, **options):
@@ -144,3 +152,28 @@ def test_net_buffer_and_mdl_chains_that_loop_are_cut_with_a_note():
     assert buffer.notes[0] == "the MDL chain loops back to ffffa000`00001300"
     assert buffer.packet.data == b"\x45\x00" and buffer.packet.length == 4     # the MDL holds 2 bytes of 4
     assert buffer.packet.gap.startswith("the MDL chain ends after 0x2 of 0x4 bytes")
+
+
+def test_random_memory_never_breaks_the_walk():
+    """Hostile bytes everywhere the walk looks (pointers into the same random page): a result, never an error."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pytriage.target.fake import FakeTarget
+
+    base = 0xFFFFA00000002000
+
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True)
+    @given(st.binary(min_size=0x200, max_size=0x200), st.lists(st.integers(0, 0xFF8), min_size=8, max_size=8))
+    def check(chunk, offsets):
+        page = bytearray(chunk * 8)                                             # one random page, 0x200 repeated
+        for at, target_offset in zip((0x0, 0x8, 0x10, 0x20, 0x100, 0x108, 0x120, 0x200), offsets):
+            struct.pack_into("<Q", page, at, base + (target_offset & ~7))      # pointers back into the page
+        result = walker(FakeTarget({base: bytes(page)}), max_nbls=50, dot11="always").walk(base)
+        assert 1 <= len(result.nbls) <= 50 and result.stop
+        for nbl in result.nbls:
+            for nb in nbl.net_buffers:
+                assert nb.packet is None or len(nb.packet.data) <= 0x40000
+                assert nb.summary is None or "\n" not in nb.summary.text
+
+    check()
