@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from pytriage.analysis.pool.locate import PoolReport, find_allocation
 from pytriage.analysis.pool.owners import OwnerCandidate
+from pytriage.commands.render import hex64
 from pytriage.errors import PytriageError, UnsupportedDumpError, format_address
 
 KERNEL_STACK_SIZE = 0x6000          # x64 KERNEL_STACK_SIZE; an expanded stack (KeExpandKernelStackAndCallout) is
@@ -46,8 +47,6 @@ class MemoryOwner:
         return seen
 
     def to_json(self) -> dict:
-        from pytriage.commands.render import hex64  # rendering helper; no command logic
-
         return {"address": hex64(self.address), "kind": self.kind, "text": self.text, "symbol": self.symbol,
                 "executable": self.executable, "tag": self.tag,
                 "block": hex64(self.block) if self.block is not None else None, "block_size": self.block_size,

@@ -19,6 +19,7 @@ from typing import List, Optional
 
 from pytriage.analysis.memory_owner import MemoryOwner, MemoryOwnerFinder, is_canonical, is_third_party
 from pytriage.analysis.nbl.layouts import NblLayouts
+from pytriage.commands.render import hex64
 from pytriage.errors import MemoryReadError, format_address
 
 NWIFI_VERIFIER = "Driver Verifier with special pool on ndis.sys, nwifi.sys, wdiwifi.sys, tcpip.sys"
@@ -43,8 +44,6 @@ class StackEntry:
     owner: Optional[MemoryOwner] = None      # whose memory the entry itself is in (entries outside CmplArray)
 
     def to_json(self) -> dict:
-        from pytriage.commands.render import hex64
-
         return {"index": self.index, "address": hex64(self.address), "pRoutine": hex64(self.routine),
                 "pCtxt": hex64(self.ctxt), "pCtxt2": hex64(self.ctxt2), "routine_kind": self.check.kind,
                 "routine": self.check.text, "ok": self.check.ok, "bugcheck": self.check.bugcheck,
@@ -73,8 +72,6 @@ class Dot11Report:
         return not self.findings and not self.error
 
     def to_json(self) -> dict:
-        from pytriage.commands.render import hex64
-
         return {"context": hex64(self.context), "packet_context": hex64(self.packet_context),
                 "pBOS": hex64(self.pbos), "pTOS": hex64(self.ptos), "pVElan": hex64(self.velan),
                 "layout": self.layout_source, "depth": self.depth, "healthy": self.healthy,

@@ -16,6 +16,7 @@ from typing import List, Tuple
 
 from pytriage.analysis.nbl.chain import ChainGuard
 from pytriage.analysis.nbl.layouts import Layout
+from pytriage.commands.render import hex64
 from pytriage.errors import MemoryReadError, PytriageError, format_address
 
 PAGE = 0x1000
@@ -58,8 +59,6 @@ class MdlInfo:
         return bool(self.flags & _MAPPED) and self.mapped_va != 0
 
     def to_json(self) -> dict:
-        from pytriage.commands.render import hex64
-
         return {"address": hex64(self.address), "next": hex64(self.next), "size": self.size,
                 "flags": self.flags, "flag_names": mdl_flag_names(self.flags), "process": hex64(self.process),
                 "mapped_system_va": hex64(self.mapped_va), "start_va": hex64(self.start_va),
