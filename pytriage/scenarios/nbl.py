@@ -350,7 +350,7 @@ class NblBuild:
     @staticmethod
     def _pieces(nb: NetBufferDecl) -> List[bytes]:
         data = bytes(nb.headroom) + nb.packet
-        cuts = [nb.headroom + s for s in nb.mdl_sizes]
+        cuts = [nb.headroom + s if i == 0 else s for i, s in enumerate(nb.mdl_sizes)]   # headroom: first MDL only
         pieces, start = [], 0
         for size in cuts:
             pieces.append(data[start:start + size])

@@ -323,3 +323,20 @@ def test_generated_variants_name_the_generated_driver(capsys, tmp_path, seed):
     (nbl,) = walk(capsys, built, "wifi")["nbls"]
     assert nbl["dot11"]["healthy"] and [e["routine"] for e in nbl["dot11"]["entries"]] == [
         "nwifi!Pt6SendComplete", "nwifi!Dot11EncapSendComplete", "nwifi!Dot11MpSendComplete"]
+
+
+def test_headroom_goes_to_the_first_mdl_only(tmp_path, capsys):
+    """mdl_sizes count packet bytes: with headroom and three MDLs, only the first one carries the headroom."""
+    import copy
+
+    from pytriage.scenarios.builder import build_scenario
+    from pytriage.scenarios.spec import parse_spec
+
+    with open(builtin_path("nbl-zoo"), encoding="utf-8") as fh:
+        doc = copy.deepcopy(json.load(fh))
+    v6 = next(n for n in doc["nbl"]["nbls"] if n["id"] == "v6")
+    v6["net_buffers"][0]["headroom"] = "0x10"
+    built = build_scenario(parse_spec(doc), str(tmp_path), "bitmap")
+    nb = walk(capsys, built, "v6", "--max", "1")["nbls"][0]["net_buffers"][0]
+    assert [m["byte_count"] for m in nb["mdls"]] == [0x10 + 14, 40, 106 - 14 - 40]
+    assert nb["packet"]["captured"] == 106 and nb["summary"]["dport"] == 443
