@@ -277,6 +277,13 @@ class _Mdl:
     frames: List[int] = field(default_factory=list)     # "pfn": the physical pages holding the bytes
 
 
+def _mdl_room(mdl: _Mdl) -> int:
+    """Bytes reserved for an MDL and its PFN array: enough pages for wherever its buffer lands (a pool
+    buffer's page offset is known only once it is placed)."""
+    offset = 0x80 if mdl.mapping != "va" else 0
+    return MDL_SIZE + 8 * max(1, (offset + len(mdl.data) + 16 + PAGE - 1) // PAGE + 1)
+
+
 class NblBuild:
     """Lays the section out: ``plan`` places every block, ``fill`` writes the bytes once every address is known."""
 
@@ -321,24 +328,18 @@ class NblBuild:
         for block in self.spec.blocks:
             self.addresses[block.id], self._blocks[block.id] = self.pages.place(block.tag, block.size, block.path)
         for nbl in self.spec.nbls:
-            mdl_count = [len(nb.mdl_sizes) + 1 for nb in nbl.net_buffers]
-            mdl_bytes = [sum(MDL_SIZE + 8 * self._pages_needed(nb, i) for i in range(n))
-                         for nb, n in zip(nbl.net_buffers, mdl_count)]
-            total = NBL_SIZE + NB_SIZE * len(nbl.net_buffers) + sum(mdl_bytes)
-            va, block = self.pages.place(nbl.tag, total, nbl.path)
+            mdls = [[_Mdl(0, piece, nb.mappings[i]) for i, piece in enumerate(self._pieces(nb))]
+                    for nb in nbl.net_buffers]
+            headers = NBL_SIZE + NB_SIZE * len(mdls)
+            va, block = self.pages.place(nbl.tag, headers + sum(_mdl_room(m) for chain in mdls for m in chain),
+                                         nbl.path)
             self.addresses[nbl.id] = va
-            nb_vas = [va + NBL_SIZE + NB_SIZE * i for i in range(len(nbl.net_buffers))]
-            cursor = va + NBL_SIZE + NB_SIZE * len(nbl.net_buffers)
-            mdls: List[List[_Mdl]] = []
-            for nb in nbl.net_buffers:
-                chain = []
-                for index, piece in enumerate(self._pieces(nb)):
-                    chain.append(_Mdl(cursor, piece, nb.mappings[index]))
-                    cursor += MDL_SIZE + 8 * self._pages_needed(nb, index)
-                mdls.append(chain)
-            self._nbl_blocks[nbl.id] = (block, nb_vas, mdls)
+            self._nbl_blocks[nbl.id] = (block, [va + NBL_SIZE + NB_SIZE * i for i in range(len(mdls))], mdls)
+            cursor = va + headers
             for chain in mdls:
                 for mdl in chain:
+                    mdl.va = cursor
+                    cursor += _mdl_room(mdl)
                     self._place_buffer(nbl, mdl)
             if nbl.context is not None:
                 self._contexts[nbl.id] = self.pages.place(nbl.context.tag, NBL_CONTEXT_HEADER + nbl.context.size,
@@ -357,11 +358,6 @@ class NblBuild:
             start += size
         pieces.append(data[start:])
         return pieces
-
-    def _pages_needed(self, nb: NetBufferDecl, index: int) -> int:
-        piece = self._pieces(nb)[index]
-        offset = 0x80 if nb.mappings[index] != "va" else 0      # pool buffers: the offset is known only later
-        return max(1, (offset + len(piece) + 16 + PAGE - 1) // PAGE + 1)
 
     def _place_buffer(self, nbl: NblDecl, mdl: _Mdl) -> None:
         if mdl.mapping == "va":
