@@ -7,7 +7,7 @@ pcapng file. JSON: schema ``pytriage.nblwalk/1`` (docs/cli.md).
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from pytriage.analysis.function_table import UnwindCatalog
 from pytriage.analysis.memory_owner import MemoryOwner, MemoryOwnerFinder
@@ -25,7 +25,6 @@ from pytriage.analysis.nbl.walk import (
     nbl_flag_names,
     status_name,
 )
-from pytriage.analysis.pool.owners import OwnerCandidate
 from pytriage.commands.memory import hexdump_lines
 from pytriage.commands.pooltag import PoolTagContext, PoolTagOptions
 from pytriage.commands.render import format_address, hex64
@@ -46,24 +45,11 @@ class NblWalkOptions:
     pooltag_file: Optional[str] = None
 
 
-class _TagOwners:
-    """tag -> owner candidates through ``!pooltag``'s sources, each tag looked up (and scanned) once."""
-
-    def __init__(self, ctx: PoolTagContext) -> None:
-        self.ctx = ctx
-        self._cache: Dict[int, List[OwnerCandidate]] = {}
-
-    def __call__(self, tag: int) -> List[OwnerCandidate]:
-        if tag not in self._cache:
-            self._cache[tag] = self.ctx.owners(tag)[0]
-        return self._cache[tag]
-
-
 def nbl_walk(target, symbolizer, address: int, options: NblWalkOptions, progress_stream=None) -> dict:
     """Walk from ``address``; the JSON record (with the walk itself under ``_walk`` for the text renderer)."""
     ctx = PoolTagContext(target, symbolizer, PoolTagOptions(scan=options.scan, pooltag_file=options.pooltag_file),
                          progress_stream)
-    finder = MemoryOwnerFinder(target, symbolizer, _TagOwners(ctx),
+    finder = MemoryOwnerFinder(target, symbolizer, lambda tag: ctx.owners(tag)[0],
                                UnwindCatalog(target, getattr(symbolizer, "store", None)))
     layouts = NblLayouts(symbolizer)
     walker = NblWalker(target, layouts, finder, WalkOptions(max_nbls=options.max_nbls, owners=options.owners,

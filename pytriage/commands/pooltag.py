@@ -13,7 +13,7 @@ progress on stderr. JSON: schema ``pytriage.pooltag/1`` (docs/cli.md).
 """
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from tabulate import tabulate
 
@@ -50,6 +50,7 @@ class PoolTagContext:
         self.progress_stream = progress_stream
         self._scanner: Optional[TagScanner] = None
         self.scans: List[TagScan] = []
+        self._owners: Dict[int, tuple] = {}
 
     def _progress(self, index: int, count: int, name: str, scanned: int) -> None:
         if self.progress_stream is not None:
@@ -67,7 +68,14 @@ class PoolTagContext:
         return result
 
     def owners(self, tag: int) -> tuple:
-        """(owner candidates, the scan or None, why the scan did not run)."""
+        """(owner candidates, the scan or None, why the scan did not run); each tag looked up (and scanned)
+        once per run, however many blocks carry it."""
+        found = self._owners.get(tag)
+        if found is None:
+            found = self._owners[tag] = self._lookup_owners(tag)
+        return found
+
+    def _lookup_owners(self, tag: int) -> tuple:
         owners = listed_owners(self.target, tag, self.pooltag)
         policy = self.options.scan
         skipped = ""
