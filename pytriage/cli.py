@@ -205,6 +205,11 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scan_policy(args: argparse.Namespace) -> str:
+    """--scan / --no-scan as the owner lookups' policy: always, never, or auto (offline when needed)."""
+    return "always" if args.scan else "never" if args.no_scan else "auto"
+
+
 def _cmd_pooltag(args: argparse.Namespace) -> int:
     from pytriage.analysis.pool.header import parse_tag
     from pytriage.commands.pooltag import (
@@ -224,7 +229,7 @@ def _cmd_pooltag(args: argparse.Namespace) -> int:
         raise PytriageError("give exactly one of: ADDRESS, -t TAG, -s")
     if not 1 <= args.top <= 100000:
         raise PytriageError("--top must be between 1 and 100000")
-    options = PoolTagOptions(scan="always" if args.scan else "never" if args.no_scan else "auto",
+    options = PoolTagOptions(scan=_scan_policy(args),
                              pooltag_file=args.pooltag, verbose=args.verbose, top=args.top)
     with _symbolized_dump(args) as (target, symbolizer, path, store):
         ctx = PoolTagContext(target, symbolizer, options, progress_stream=sys.stderr)
@@ -252,7 +257,7 @@ def _cmd_nblwalk(args: argparse.Namespace) -> int:
     options = NblWalkOptions(max_nbls=args.max, verbose=args.verbose, pcap=args.pcap,
                              dot11="always" if args.dot11 else "never" if args.no_dot11 else "auto",
                              owners=not args.no_owners, packets=not args.no_packets,
-                             scan="always" if args.scan else "never" if args.no_scan else "auto",
+                             scan=_scan_policy(args),
                              pooltag_file=args.pooltag)
     with _symbolized_dump(args, require_x64="NBL layouts are x64") as (target, symbolizer, path, store):
         record = nbl_walk(target, symbolizer, _address_argument(args.address, symbolizer), options,
@@ -280,22 +285,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print("")
         print("Stack (pytriage stack %s --symbols srv*%s):" % (os.path.basename(built.dump_path),
                                                              os.path.basename(built.symstore_path)))
-        args.symbols = "srv*%s" % built.symstore_path
-        args.rip = args.rsp = args.rbp = args.cxr = args.processor = args.trap = args.thread = None
-        args.numbers, args.max_frames, args.scan_unverified = True, 256, False
-        stats, args.stats = args.stats, False
-        _cmd_stack(args)
+        symbols = "srv*%s" % built.symstore_path
+        _cmd_stack(build_parser().parse_args(["stack", built.dump_path, "-n", "--symbols", symbols]))
         demo_nbl = built.spec.nbl.demo if built.spec.nbl is not None else None
         if demo_nbl is not None:             # a scenario about NBLs shows its headline walk too
             address = built.nbl_addresses[demo_nbl]
             print("")
             print("NBL walk (pytriage nblwalk %s %s --symbols srv*%s):" % (
                 os.path.basename(built.dump_path), format_address(address), os.path.basename(built.symstore_path)))
-            args.address, args.max, args.pcap, args.dot11, args.no_dot11 = "%x" % address, 1000, None, False, False
-            args.no_owners = args.no_packets = args.scan = args.no_scan = args.verbose = False
-            args.pooltag = None
-            _cmd_nblwalk(args)
-        args.stats = stats
+            _cmd_nblwalk(build_parser().parse_args(["nblwalk", built.dump_path, "%x" % address, "--symbols",
+                                                    symbols]))
         return 0
 
 
@@ -320,6 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     symbols.add_argument("--symbols", metavar="PATH", default=None, help=(
         "symbol path, WinDbg syntax (srv*CACHE*URL; cache*DIR; DIR; ...); default: _NT_SYMBOL_PATH, "
         "else the local cache only (docs/symbols.md)"))
+    output = argparse.ArgumentParser(add_help=False)       # the symbolized commands' two output switches
+    output.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
+    output.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
+    owners = argparse.ArgumentParser(add_help=False)       # who owns a pool tag: pooltag and nblwalk
+    owners.add_argument("--scan", action="store_true", help="always scan loaded drivers' code for pool tags")
+    owners.add_argument("--no-scan", action="store_true", help="never scan drivers' code for pool tags")
+    owners.add_argument("--pooltag", metavar="FILE", help=(
+        "your pooltag.txt (default: $PYTRIAGE_POOLTAG, then triage/pooltag.txt under $WINDBG_DIR)"))
 
     info = sub.add_parser("info", parents=[symbols], help="dump header facts, bugcheck, context and module list")
     info.add_argument("dump", help="kernel dump file (.dmp)")
@@ -335,23 +342,21 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--physical", action="store_true", help="ADDRESS is a physical address (db /p)")
     db.set_defaults(func=_cmd_db)
 
-    sym = sub.add_parser("sym", parents=[symbols], help="address -> module!symbol+0xoff, or name -> address (ln / x)")
+    sym = sub.add_parser("sym", parents=[symbols, output],
+                         help="address -> module!symbol+0xoff, or name -> address (ln / x)")
     sym.add_argument("dump", help="kernel dump file")
     sym.add_argument("query", nargs="+", help="address (hex, backticks allowed) or module!symbol")
     sym.add_argument("-v", "--verbose", action="store_true", help="say where the module's symbols came from")
-    sym.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
-    sym.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
     sym.set_defaults(func=_cmd_sym)
 
-    dt = sub.add_parser("dt", parents=[symbols], help="show a type layout, or a structure in the dump, like dt")
+    dt = sub.add_parser("dt", parents=[symbols, output], help="show a type layout, or a structure in the dump, like dt")
     dt.add_argument("dump", help="kernel dump file")
     dt.add_argument("type", help="type name: module!_TYPE or _TYPE (nt, then every module, then built-ins)")
     dt.add_argument("address", nargs="?", help="address of the structure (hex, or module!symbol)")
-    dt.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
-    dt.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
     dt.set_defaults(func=_cmd_dt)
 
-    stack = sub.add_parser("stack", parents=[symbols], help="the crashing thread's call stack, like WinDbg's k / kn")
+    stack = sub.add_parser("stack", parents=[symbols, output],
+                           help="the crashing thread's call stack, like WinDbg's k / kn")
     stack.add_argument("dump", help="kernel dump file")
     stack.add_argument("-n", dest="numbers", action="store_true", help="show frame numbers (the # column of kn)")
     stack.add_argument("--rip", type=_parse_address, help="start from this instruction pointer (with --rsp)")
@@ -370,27 +375,19 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--scan-unverified", action="store_true", help=(
         "when scanning for return addresses, also accept values whose preceding code is not available "
         "(marked 'call not verified'; finds more true frames and more false ones)"))
-    stack.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
-    stack.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
     stack.set_defaults(func=_cmd_stack)
 
-    pooltag = sub.add_parser("pooltag", parents=[symbols], help=(
+    pooltag = sub.add_parser("pooltag", parents=[symbols, output, owners], help=(
         "who owns this memory: the pool allocation holding ADDRESS, the owners of a tag (-t), usage by tag (-s)"))
     pooltag.add_argument("dump", help="kernel dump file")
     pooltag.add_argument("address", nargs="?", help="address inside the allocation (hex, or module!symbol)")
     pooltag.add_argument("-t", "--tag", metavar="TAG", help="list the owners of TAG (Filt, 'Io', 0x746c6946)")
     pooltag.add_argument("-s", "--summary", action="store_true", help="pool usage by tag from nt!PoolTrackTable")
     pooltag.add_argument("--top", type=int, default=20, help="with -s: how many tags to show (default 20)")
-    pooltag.add_argument("--scan", action="store_true", help="always scan loaded drivers' code for the tag")
-    pooltag.add_argument("--no-scan", action="store_true", help="never scan drivers' code for the tag")
-    pooltag.add_argument("--pooltag", metavar="FILE", help=(
-        "your pooltag.txt (default: $PYTRIAGE_POOLTAG, then triage/pooltag.txt under $WINDBG_DIR)"))
     pooltag.add_argument("-v", "--verbose", action="store_true", help="also print the raw pool headers")
-    pooltag.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
-    pooltag.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
     pooltag.set_defaults(func=_cmd_pooltag)
 
-    nblwalk = sub.add_parser("nblwalk", parents=[symbols], help=(
+    nblwalk = sub.add_parser("nblwalk", parents=[symbols, output, owners], help=(
         "walk a NET_BUFFER_LIST chain: NBLs, NET_BUFFERs, MDLs, packets, owners, DOT11 completion stacks"))
     nblwalk.add_argument("dump", help="kernel dump file")
     nblwalk.add_argument("address", help="address of the first NET_BUFFER_LIST (hex, or module!symbol)")
@@ -403,12 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
         "do not look up whose memory the NBLs, pool handles and source handles are"))
     nblwalk.add_argument("--no-packets", action="store_true", help=(
         "do not read packet bytes (structures only: the fewest reads on a live target)"))
-    nblwalk.add_argument("--scan", action="store_true", help="always scan loaded drivers' code for pool tags")
-    nblwalk.add_argument("--no-scan", action="store_true", help="never scan drivers' code for pool tags")
-    nblwalk.add_argument("--pooltag", metavar="FILE", help="your pooltag.txt (as for pooltag)")
     nblwalk.add_argument("-v", "--verbose", action="store_true", help="also show MDLs and the first packet bytes")
-    nblwalk.add_argument("--json", action="store_true", help="print the JSON record (docs/cli.md)")
-    nblwalk.add_argument("--stats", action="store_true", help="show target reads and symbol-store traffic")
     nblwalk.set_defaults(func=_cmd_nblwalk)
 
     demo = sub.add_parser("demo", help="build a built-in scenario dump in a temp dir and analyse it")
