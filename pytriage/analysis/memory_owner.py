@@ -76,7 +76,7 @@ class MemoryOwnerFinder:
         self.owners_of_tag = owners_of_tag
         self.catalog = catalog
         self._cache: Dict[int, MemoryOwner] = {}
-        self._reports: Dict[int, Tuple[int, int, PoolReport]] = {}     # page -> (start, end, report) of a block
+        self._blocks: Dict[int, List[Tuple[int, int, PoolReport]]] = {}    # page -> (start, end, report) per block
         self._stacks: Optional[List[Tuple[str, int]]] = None
 
     def describe(self, address: int) -> MemoryOwner:
@@ -134,17 +134,16 @@ class MemoryOwnerFinder:
     def _pool(self, address: int) -> MemoryOwner:
         shown = format_address(address)
         page = address & ~0xFFF
-        cached = self._reports.get(page)
-        if cached is not None and cached[0] <= address < cached[1]:
-            report = cached[2]
-        else:
+        blocks = self._blocks.setdefault(page, [])
+        report = next((r for start, end, r in blocks if start <= address < end), None)
+        if report is None:          # blocks already decoded on this page answer for any address inside them
             try:
                 report = find_allocation(self.target, self.symbolizer, address, big_pool=True)
             except PytriageError as exc:
                 return MemoryOwner(address, "unknown", "%s: %s" % (shown, exc))
             if report.allocation is not None and report.kind == "classic":
                 start = report.allocation.start
-                self._reports[page] = (start, start + report.allocation.size, report)
+                blocks.append((start, start + report.allocation.size, report))
         allocation = report.allocation
         if allocation is None:
             if not self.target.is_valid(address, 1):
