@@ -25,8 +25,7 @@ from pytriage.scenarios import pool as pool_layout
 from pytriage.scenarios.memory import PAGE, AddressSpace, PhysicalImage
 from pytriage.scenarios.nbl import NblBuild
 from pytriage.scenarios.pe_image import DEFAULT_UNWIND_INFO, PeFunction, PeImage, PeSection, build_pe_image, guid_bytes
-from pytriage.scenarios.spec import ModuleSpec, ScenarioSpec
-from pytriage.scenarios.spec import debugger_name as spec_debugger_name
+from pytriage.scenarios.spec import ModuleSpec, ScenarioSpec, modules_by_name
 from pytriage.scenarios.stack import StackPlan
 from pytriage.scenarios.writer import write_bitmap, write_full
 
@@ -366,14 +365,13 @@ def _layout_nbls(spec: ScenarioSpec, space: AddressSpace, phys: PhysicalImage, b
                  rsp: int) -> Tuple[list, Dict[str, int]]:
     """Place the spec's ``nbl`` section: its pool pages (written with the ``pool`` section's) and the address
     of every NBL and block by id."""
-    by_name: Dict[str, BuiltModule] = {}
-    for index, bm in enumerate(built):
-        by_name.setdefault(bm.spec.name.lower(), bm)
-        by_name.setdefault(spec_debugger_name(bm.spec, index == 0).lower(), bm)
+    by_name = modules_by_name(spec.kernel, spec.modules)
+    built_for = {id(bm.spec): bm for bm in built}
 
     def symbol(text: str) -> Optional[int]:
         module, _, name = text.partition("!")
-        bm = by_name.get(module.lower())
+        mod = by_name.get(module.lower())
+        bm = built_for[id(mod)] if mod is not None else None
         if bm is None or name not in bm.symbols:
             return None
         return bm.spec.base + bm.symbols[name]

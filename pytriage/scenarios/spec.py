@@ -281,12 +281,19 @@ def debugger_name(mod: ModuleSpec, kernel: bool) -> str:
     return "nt" if kernel else (mod.name.rsplit(".", 1)[0] if "." in mod.name else mod.name)
 
 
-def _stack(value: Any, kernel: ModuleSpec, modules: List[ModuleSpec]) -> List[StackFrameSpec]:
-    """``stack``: frames innermost first, each ``{"function": "mod!Name", "offset"}`` or ``{"module", "offset"}``."""
+def modules_by_name(kernel: ModuleSpec, modules: List[ModuleSpec]) -> Dict[str, ModuleSpec]:
+    """Every module under its lower-case image name and its debugger name (``nt``, ``ndis``): how a spec's
+    ``module!symbol`` references name them."""
     by_name: Dict[str, ModuleSpec] = {}
     for mod in [kernel] + modules:
         by_name.setdefault(mod.name.lower(), mod)
         by_name.setdefault(debugger_name(mod, mod is kernel).lower(), mod)
+    return by_name
+
+
+def _stack(value: Any, kernel: ModuleSpec, modules: List[ModuleSpec]) -> List[StackFrameSpec]:
+    """``stack``: frames innermost first, each ``{"function": "mod!Name", "offset"}`` or ``{"module", "offset"}``."""
+    by_name = modules_by_name(kernel, modules)
     frames = []
     for i, raw in enumerate(_list(value, "stack")):
         path = "stack[%d]" % i
