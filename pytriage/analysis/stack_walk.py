@@ -263,7 +263,7 @@ class _Walker:
                 frame.return_address = registers["rip"]
                 if registers["rip"] == 0:
                     raise _Stop("end", "")
-                if self.target.module_at(registers["rip"]) is None:
+                if self.target.module_at(registers["rip"]) is None and found_by not in (MACHINE_FRAME, TRAP_FRAME):
                     # show the value, as k does, then stop: nothing is known about code outside the modules
                     self.walk.frames.append(StackFrame(number + 1, registers["rip"], registers["rsp"], found_by,
                                                        call_site=k_address(registers["rip"]), scan=scan,
@@ -278,6 +278,8 @@ class _Walker:
         """The caller's registers, known registers, how it was found and the scan hit (if scanned)."""
         module = self.target.module_at(frame.instruction_pointer)
         if module is None:
+            if exact:
+                return self.outside_leaf(frame, registers, known)
             raise _Stop("no-module", "frame %02x: %s is in no loaded module: nothing to unwind with"
                         % (frame.number, format_address(frame.instruction_pointer)))
         image = self.catalog.image(module)
@@ -305,6 +307,28 @@ class _Walker:
             return trapped
         return self.scan(frame, registers)
 
+    def outside_leaf(self, frame: StackFrame, registers: Dict[str, int], known: FrozenSet[str]):
+        """An interrupted frame whose rip is in no module: a call through a garbage function pointer faulted
+        fetching its first instruction, so the return address the call pushed is at rsp (a leaf), as
+        WinDbg's k reads it. Only for exact contexts (a trap frame's), and only when that value returns into
+        a module."""
+        rsp = registers["rsp"]
+        try:
+            ret = self.read_u64(rsp)
+        except MemoryReadError as exc:
+            raise _Stop("unreadable", "frame %02x: the stack at %s is not readable: %s"
+                        % (frame.number, format_address(rsp), exc)) from None
+        if self.target.module_at(ret) is None:
+            raise _Stop("no-module", "frame %02x: %s is in no loaded module, and the value at its stack pointer (%s) "
+                        "is no return address into a module either: the walk cannot go on"
+                        % (frame.number, format_address(frame.instruction_pointer), format_address(ret)))
+        self.note("frame %02x: %s is in no loaded module (a call through a corrupt pointer?); unwound as a leaf: "
+                  "the return address is at its stack pointer" % (frame.number,
+                                                                    format_address(frame.instruction_pointer)))
+        caller = dict(registers)
+        caller["rip"], caller["rsp"] = ret, rsp + 8
+        return caller, known, LEAF, None
+
     def from_unwind(self, frame: StackFrame, result: UnwindStep):
         method = {"unwind": UNWIND, "epilog": EPILOG, "leaf": LEAF, "machine-frame": MACHINE_FRAME}[result.method]
         if result.machine_frame is not None:
@@ -312,7 +336,27 @@ class _Walker:
             if result.registers.get("cs", KERNEL_CS) & 3:
                 raise _Stop("user-mode", "frame %02x (%s): the machine frame returns to user mode (cs %x): the "
                             "kernel stack ends here" % (frame.number, frame.call_site, result.registers["cs"]))
+            return self._trap_volatiles(frame, result)
         return result.registers, result.known, method, None
+
+    def _trap_volatiles(self, frame: StackFrame, result: UnwindStep):
+        """An nt trap handler saved the interrupted code's volatile registers in its KTRAP_FRAME (what `.trap`
+        shows): the interrupted frame gets them, not the values the handler's callees left. Other machine
+        frames, and trap frames whose rip and rsp disagree with the machine frame, keep what unwinding gave."""
+        registers, known = result.registers, result.known
+        symbol = frame.symbol or {}
+        if frame.module != "nt" or not is_trap_handler(symbol.get("symbol")):      # type: ignore[arg-type]
+            return registers, known, MACHINE_FRAME, None
+        try:
+            trap = read_trap_frame(self.target, frame.trap_frame, self.layout)
+        except MemoryReadError:
+            return registers, known, MACHINE_FRAME, None
+        if trap_frame_problem(trap, frame.trap_frame) is not None or trap.get("rip") != registers.get("rip") \
+                or trap.get("rsp") != registers.get("rsp"):
+            return registers, known, MACHINE_FRAME, None
+        registers = dict(registers)
+        registers.update({name: trap[name] for name in VOLATILE if name in trap})
+        return registers, frozenset(known | VOLATILE), MACHINE_FRAME, None
 
     def trap_frame_by_name(self, frame: StackFrame, module: Module, registers: Dict[str, int],
                            known: FrozenSet[str]):

@@ -104,8 +104,8 @@ def trap_frame_problem(regs: Dict[str, int], address: int) -> Optional[str]:
     if cs not in (KERNEL_CS, USER_CS, WOW64_CS):
         return "SegCs 0x%x is no x64 code segment" % cs
     if cs == KERNEL_CS:
-        if regs["rip"] >> 47 != 0x1FFFF:
-            return "kernel-mode Rip %x is not a kernel address" % regs["rip"]
+        if regs["rip"] >> 47 not in (0, 0x1FFFF):       # kernel code can jump anywhere canonical (seed 004)
+            return "kernel-mode Rip %x is not a canonical address" % regs["rip"]
         if regs["rsp"] >> 47 != 0x1FFFF or regs["rsp"] & 7:
             return "kernel-mode Rsp %x is not an aligned kernel address" % regs["rsp"]
     return None

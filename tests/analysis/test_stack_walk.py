@@ -266,11 +266,25 @@ def test_stack_pointer_into_unmapped_memory(basic_full, rsp, reason):
                                      % ((rsp + 0x20) >> 32, (rsp + 0x20) & 0xFFFFFFFF))
 
 
-def test_instruction_pointer_outside_every_module(basic_full):
-    walk = _walk(basic_full, context={"rip": 0x4141414141414141, "rsp": basic_full.stack.frames[0].child_sp})
-    assert rows(walk) == [(basic_full.stack.frames[0].child_sp, None, "0x41414141`41414141", None)]
-    assert (walk.stop_reason, walk.stop_text) == ("no-module", "frame 00: 41414141`41414141 is in no loaded module: "
-                                                  "nothing to unwind with")
+def test_instruction_pointer_outside_every_module_is_a_leaf(basic_full):
+    """A call through a garbage pointer faults fetching its first instruction: the return address the call
+    pushed is at rsp, and WinDbg's k walks on from it; so does pytriage, saying so."""
+    frames = basic_full.stack.frames
+    walk = _walk(basic_full, context={"rip": 0x4141414141414141, "rsp": frames[0].child_sp})
+    assert rows(walk)[0] == (frames[0].child_sp, frames[1].rip, "0x41414141`41414141", None)
+    assert [f.call_site for f in walk.frames[1:3]] == ["nt!KiBugCheckDispatch+0xc", "nt!KiPageFault+0x1a"]
+    assert walk.frames[1].child_sp == frames[0].child_sp + 8
+    assert any("41414141`41414141 is in no loaded module" in n and "unwound as a leaf" in n for n in walk.notes)
+
+
+def test_instruction_pointer_outside_every_module_without_a_return_address(basic_full):
+    rsp = basic_full.stack.frames[0].child_sp - 0x100          # zeroed stack below the deepest frame
+    walk = _walk(basic_full, context={"rip": 0x4141414141414141, "rsp": rsp})
+    assert rows(walk) == [(rsp, None, "0x41414141`41414141", None)]
+    assert walk.stop_reason == "no-module"
+    assert walk.stop_text == ("frame 00: 41414141`41414141 is in no loaded module, and the value at its stack "
+                              "pointer (00000000`00000000) is no return address into a module either: the walk "
+                              "cannot go on")
 
 
 def test_unwind_loop_is_reported(basic_full, tmp_path):
