@@ -16,14 +16,14 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from pytriage.dump import structs as S
 from pytriage.errors import SpecError
 from pytriage.scenarios import isf, kernel_state, pdb_writer, stack
 from pytriage.scenarios import pool as pool_layout
 from pytriage.scenarios.memory import PAGE, AddressSpace, PhysicalImage
-from pytriage.scenarios.nbl import NblBuild
+from pytriage.scenarios.nbl import NblBuild, Ref, planned_layout
 from pytriage.scenarios.pe_image import DEFAULT_UNWIND_INFO, PeFunction, PeImage, PeSection, build_pe_image, guid_bytes
 from pytriage.scenarios.spec import ModuleSpec, ScenarioSpec, modules_by_name
 from pytriage.scenarios.stack import StackPlan
@@ -134,12 +134,15 @@ def _build_image(mod: ModuleSpec) -> Tuple[PeImage, int]:
     return image, data_rva
 
 
-def _stack_frames(spec: ScenarioSpec) -> List[stack.FrameCode]:
+def _stack_frames(spec: ScenarioSpec, resolve: Callable[[str, str], int]) -> List[stack.FrameCode]:
     """The spec's frames with the code and unwind data the stack planner needs; frame 0 takes the context's
-    general registers (rip and rsp are derived from the stack)."""
+    general registers (rip and rsp are derived from the stack). ``resolve(text, path)`` gives the value of a
+    register written as a reference ("@seed")."""
     frames = []
     for i, f in enumerate(spec.stack):
         registers = dict(f.registers)
+        for name, text in f.register_refs.items():
+            registers[name] = resolve(text, "%s.registers.%s" % (f.path, name))
         if i == 0:
             for name, value in spec.context.items():
                 if name in stack.FRAME_REGISTERS:
@@ -158,8 +161,36 @@ def _stack_frames(spec: ScenarioSpec) -> List[stack.FrameCode]:
             code=func.code if func is not None else None,
             code_offset=f.rva - func.rva if func is not None else 0,
             unwind=(func.unwind if func.unwind is not None else DEFAULT_UNWIND_INFO) if func is not None else None,
-            error_code=f.error_code, chain=chain, epilog=f.epilog))
+            error_code=f.error_code, chain=chain, epilog=f.epilog, outside=f.module is None))
     return frames
+
+
+def _reference_resolver(spec: ScenarioSpec, built: List[BuiltModule]) -> Callable[[str, str], int]:
+    """Resolves a reference the way the nbl section does (an NBL or block of the section, a module's symbol).
+    The stack is laid out before the section, so the section's addresses come from a layout that only plans
+    them (computed on first use: most specs have no such reference)."""
+    layouts: List[NblBuild] = []
+
+    def resolve(text: str, path: str) -> int:
+        if not layouts:
+            layouts.append(planned_layout(spec.nbl, _symbol_lookup(spec, built)))
+        return layouts[0].resolve(Ref(text, path))
+    return resolve
+
+
+def _symbol_lookup(spec: ScenarioSpec, built: List[BuiltModule]) -> Callable[[str], Optional[int]]:
+    """``module!name`` -> the address of a spec function or data symbol of a built module (None if unknown)."""
+    by_name = modules_by_name(spec.kernel, spec.modules)
+    built_for = {id(bm.spec): bm for bm in built}
+
+    def symbol(text: str) -> Optional[int]:
+        module, _, name = text.partition("!")
+        mod = by_name.get(module.lower())
+        bm = built_for[id(mod)] if mod is not None else None
+        if bm is None or name not in bm.symbols:
+            return None
+        return bm.spec.base + bm.symbols[name]
+    return symbol
 
 
 def _unicode_string(pool: _Pool, text: str) -> bytes:
@@ -251,7 +282,7 @@ def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") 
     space.write(ksyms["MmPhysicalMemoryBlock"], struct.pack("<Q", descriptor))
 
     crash_regs = dict(spec.context)
-    frames = _stack_frames(spec)
+    frames = _stack_frames(spec, _reference_resolver(spec, built))
     plan = None
     if frames:
         probe = 1 << 40                                  # a dry run tells how deep the frames go
@@ -349,14 +380,15 @@ def build_scenario(spec: ScenarioSpec, out_dir: str, dump_type: str = "bitmap") 
         size = write_bitmap(dump_path, fields, phys, context, exception)
 
     symbols_path = os.path.join(out_dir, "%s.symbols" % stem)
-    tables = []
+    tables: List[Optional[Dict[str, object]]] = []      # per module; None: "symbols": false, no table or PDB
     for index, bm in enumerate(built):
         types = isf.kernel_types() if index == 0 else {}
-        doc = isf.isf_document(bm.image.pdb_name, bm.image.pdb_guid, bm.image.pdb_age, bm.symbols, types)
-        tables.append((bm.image.pdb_name, bm.image.pdb_guid, bm.image.pdb_age, doc))
-    isf.write_isf_tree(symbols_path, tables)
+        tables.append(isf.isf_document(bm.image.pdb_name, bm.image.pdb_guid, bm.image.pdb_age, bm.symbols, types)
+                      if bm.spec.symbols else None)
+    isf.write_isf_tree(symbols_path, [(bm.image.pdb_name, bm.image.pdb_guid, bm.image.pdb_age, doc)
+                                      for bm, doc in zip(built, tables) if doc is not None])
     symstore_path = os.path.join(out_dir, "%s.symstore" % stem)
-    write_symbol_store(symstore_path, built, [doc for _, _, _, doc in tables])
+    write_symbol_store(symstore_path, built, tables)
     return BuiltScenario(spec, dump_path, symbols_path, dump_type, phys, space, built, ksyms, size, symstore_path,
                          plan, dict(crash_regs), nbl_addresses)
 
@@ -365,18 +397,7 @@ def _layout_nbls(spec: ScenarioSpec, space: AddressSpace, phys: PhysicalImage, b
                  rsp: int) -> Tuple[list, Dict[str, int]]:
     """Place the spec's ``nbl`` section: its pool pages (written with the ``pool`` section's) and the address
     of every NBL and block by id."""
-    by_name = modules_by_name(spec.kernel, spec.modules)
-    built_for = {id(bm.spec): bm for bm in built}
-
-    def symbol(text: str) -> Optional[int]:
-        module, _, name = text.partition("!")
-        mod = by_name.get(module.lower())
-        bm = built_for[id(mod)] if mod is not None else None
-        if bm is None or name not in bm.symbols:
-            return None
-        return bm.spec.base + bm.symbols[name]
-
-    layout = NblBuild(spec.nbl, space, phys, symbol, rsp)
+    layout = NblBuild(spec.nbl, space, phys, _symbol_lookup(spec, built), rsp)
     layout.plan()
     return layout.fill(), dict(layout.addresses)
 
@@ -392,8 +413,12 @@ def module_pdb(bm: BuiltModule, isf_table: Optional[Dict[str, object]] = None) -
         raise SpecError("module %s: cannot write its PDB: %s" % (bm.spec.name, exc)) from None
 
 
-def write_symbol_store(root: str, modules: List[BuiltModule], isf_tables: List[Dict[str, object]]) -> None:
+def write_symbol_store(root: str, modules: List[BuiltModule], isf_tables: List[Optional[Dict[str, object]]]) -> None:
     """``root/<pdb>/<GUID><age>/<pdb>`` (the module's PDB) and ``root/<image>/<%08X%x>/<image>`` (its file).
+
+    A module whose table is None (spec ``"symbols": false``) gets its image file only: a debugger then
+    names its addresses by exports or as ``module+0xoffset``, as for a third-party driver shipped
+    without symbols.
 
     The image file is the image as the builder mapped it (its images are "flat": file layout = memory
     layout); in the dump only writable sections differ since, like the kernel's .data the builder fills
@@ -401,8 +426,10 @@ def write_symbol_store(root: str, modules: List[BuiltModule], isf_tables: List[D
     (checked again here), so nothing lands outside ``root``.
     """
     for bm, table in zip(modules, isf_tables):
-        for name, key, data in ((bm.image.pdb_name, bm.image.pdb_store_key, module_pdb(bm, table)),
-                                (bm.spec.name, bm.image.symbol_store_key, bm.image.data)):
+        files = [(bm.spec.name, bm.image.symbol_store_key, bm.image.data)]
+        if table is not None:
+            files.insert(0, (bm.image.pdb_name, bm.image.pdb_store_key, module_pdb(bm, table)))
+        for name, key, data in files:
             if not _STORE_NAME.fullmatch(name):
                 raise SpecError("module %s: %r cannot be a symbol store file name" % (bm.spec.name, name))
             folder = os.path.join(root, name, key)

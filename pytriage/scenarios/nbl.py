@@ -114,6 +114,16 @@ class NblSpec:
     demo: Optional[str] = None     # the NBL `pytriage demo` walks
 
 
+def reference_kind(value: Any) -> Optional[str]:
+    """What ``value`` refers to when it is a reference: "@" (an NBL or block of the section), "$rsp" or "!" (a
+    module's symbol); None for anything else (a number)."""
+    match = _REF.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    local, rsp = match.group(1), match.group(2)
+    return "@" if local else "$rsp" if rsp else "!"
+
+
 def _ref(value: Any, path: str) -> Ref:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise SpecError("%s: an address: a number, \"@id+0x10\", \"module!symbol\" or \"$rsp+0x40\"" % path)
@@ -282,6 +292,25 @@ def _mdl_room(mdl: _Mdl) -> int:
     buffer's page offset is known only once it is placed)."""
     offset = 0x80 if mdl.mapping != "va" else 0
     return MDL_SIZE + 8 * max(1, (offset + len(mdl.data) + 16 + PAGE - 1) // PAGE + 1)
+
+
+class _Unwritten:
+    """Memory for a layout that only computes addresses: writes go nowhere, physical pages are not taken."""
+
+    def write(self, va: int, data: bytes) -> None:
+        pass
+
+    def alloc(self, high: bool = False) -> int:
+        return 0
+
+
+def planned_layout(spec: Optional[NblSpec], symbol: Callable[[str], Optional[int]]) -> "NblBuild":
+    """The section's addresses, with nothing written: the builder resolves references made outside the section
+    (a stack frame's registers, "@seed") before the stack exists, while the section is laid out after it.
+    ``plan`` places blocks by arithmetic alone, so the real layout puts every id at the same address."""
+    layout = NblBuild(spec if spec is not None else NblSpec(0), _Unwritten(), _Unwritten(), symbol, 0)
+    layout.plan()
+    return layout
 
 
 class NblBuild:

@@ -120,6 +120,7 @@ class ModuleSpec:
     data_symbols: Dict[str, int] = field(default_factory=dict)   # name -> rva in .data
     data_size: int = PAGE
     pdb_name: str = ""                 # CodeView PDB name; "" = <image stem>.pdb (ntkrnlmp.pdb for the kernel)
+    symbols: bool = True               # False: no PDB and no ISF table (a third-party driver without symbols)
 
 
 @dataclass
@@ -141,17 +142,20 @@ class LargePageSpec:
 class StackFrameSpec:
     """One frame of the crashing thread's stack (``stack[n]``, frame 0 first), resolved to an address."""
     path: str                          # "stack[2]", for errors
-    module: ModuleSpec
-    rva: int                           # the frame's rip (a return address above frame 0) as an image RVA
+    module: Optional[ModuleSpec]       # None: an "address" frame, in no module
+    rva: int                           # the frame's rip (a return address above frame 0) as an image RVA; the
+    #                                    address itself for a frame in no module
     name: str                          # as a debugger shows it: nt!KiPageFault+0x1a, dnelwf64+0x3243
     function: Optional[FunctionSpec] = None      # the spec function containing rva, if any
     registers: Dict[str, int] = field(default_factory=dict)
     error_code: int = 0                # what the processor pushes when this frame is a trap handler
     epilog: bool = False               # frame 0 / an interrupted frame stopped inside its epilog
+    register_refs: Dict[str, str] = field(default_factory=dict)   # registers given as references ("@seed"),
+    #                                    resolved by the builder once the nbl section's addresses are known
 
     @property
     def address(self) -> int:
-        return self.module.base + self.rva
+        return self.rva if self.module is None else self.module.base + self.rva
 
 
 @dataclass
@@ -218,6 +222,12 @@ def _module(obj: Dict[str, Any], path: str, default_guid_seed: int) -> ModuleSpe
     pdb_name = obj.get("pdb_name", "ntkrnlmp.pdb" if name.lower() in _KERNEL_IMAGES else "")
     if not isinstance(pdb_name, str) or (pdb_name and not _PDB_NAME_RE.match(pdb_name)):
         raise SpecError("%s.pdb_name: expected a file name like \"tcpip.pdb\"" % path)
+    symbols = obj.get("symbols", True)
+    if not isinstance(symbols, bool):
+        raise SpecError("%s.symbols: expected true or false" % path)
+    if not symbols and path == "kernel":
+        raise SpecError("kernel.symbols: the kernel's symbols carry the types the builder lays out; they cannot be"
+                        " left out")
     data_symbols = {}
     for sname, rva in _obj(obj.get("data_symbols", {}), path + ".data_symbols").items():
         spath = "%s.data_symbols.%s" % (path, sname)
@@ -231,7 +241,7 @@ def _module(obj: Dict[str, Any], path: str, default_guid_seed: int) -> ModuleSpe
         timestamp=parse_int(obj.get("timestamp", 0x5F000000 + default_guid_seed), path + ".timestamp") & 0xFFFFFFFF,
         path=str(obj.get("path", "\\SystemRoot\\System32\\drivers\\" + name)),
         pdb_guid=guid.upper(), pdb_age=parse_int(obj.get("pdb_age", 1), path + ".pdb_age"),
-        functions=functions, data_symbols=data_symbols, pdb_name=pdb_name,
+        functions=functions, data_symbols=data_symbols, pdb_name=pdb_name, symbols=symbols,
         data_size=_aligned(parse_int(obj.get("data_size", PAGE), path + ".data_size"), PAGE, path + ".data_size"))
 
 
@@ -291,21 +301,56 @@ def modules_by_name(kernel: ModuleSpec, modules: List[ModuleSpec]) -> Dict[str, 
     return by_name
 
 
+EXPORT_REACH = 0x10000                 # how far past the last export an export still names addresses
+
+
+def shown_function(mod: ModuleSpec, rva: int) -> Optional[FunctionSpec]:
+    """The function a debugger names the address ``mod.base + rva`` after, or None (``module+0xrva``).
+
+    With symbols, the spec function containing ``rva``. Without (``"symbols": false``) only the image's
+    exports have names, and an export names the addresses from its start up to the next export (or
+    ``EXPORT_REACH`` bytes past the last one): what pytriage's symbolizer and the debugger show.
+    """
+    if mod.symbols:
+        return next((f for f in mod.functions if f.rva <= rva < f.rva + len(f.code)), None)
+    exports = sorted((f for f in mod.functions if f.export), key=lambda f: f.rva)
+    below = [f for f in exports if f.rva <= rva]
+    if not below:
+        return None
+    above = [f.rva for f in exports if f.rva > rva]
+    return below[-1] if rva < (above[0] if above else below[-1].rva + EXPORT_REACH) else None
+
+
+def shown_name(mod: ModuleSpec, kernel: bool, rva: int) -> str:
+    """``module!Function+0xoff`` (or ``module+0xrva``) as a debugger prints the address ``mod.base + rva``."""
+    stem = debugger_name(mod, kernel)
+    function = shown_function(mod, rva)
+    if function is None:
+        return "%s+0x%x" % (stem, rva)
+    disp = rva - function.rva
+    return "%s!%s%s" % (stem, function.name, "+0x%x" % disp if disp else "")
+
+
 def _stack(value: Any, kernel: ModuleSpec, modules: List[ModuleSpec]) -> List[StackFrameSpec]:
-    """``stack``: frames innermost first, each ``{"function": "mod!Name", "offset"}`` or ``{"module", "offset"}``."""
+    """``stack``: frames innermost first, each ``{"function": "mod!Name", "offset"}``, ``{"module", "offset"}`` or
+    ``{"address"}`` (in no module)."""
     by_name = modules_by_name(kernel, modules)
     frames = []
     for i, raw in enumerate(_list(value, "stack")):
         path = "stack[%d]" % i
         raw = _obj(raw, path)
-        unknown = set(raw) - {"function", "module", "offset", "registers", "error_code", "epilog"}
+        unknown = set(raw) - {"function", "module", "address", "offset", "registers", "error_code", "epilog"}
         if unknown:
             raise SpecError("%s: unknown key(s) %s" % (path, ", ".join(sorted(unknown))))
+        if "address" in raw:
+            frames.append(_address_frame(raw, path, [kernel] + modules))
+            continue
         offset = parse_int(raw.get("offset", 0), path + ".offset")
         if offset < 0:
             raise SpecError("%s.offset: must not be negative" % path)
         if ("function" in raw) == ("module" in raw):
-            raise SpecError("%s: give either \"function\": \"module!Name\" or \"module\" (offset = RVA)" % path)
+            raise SpecError("%s: give either \"function\": \"module!Name\" or \"module\" (offset = RVA), or an "
+                            "\"address\" in no module" % path)
         where = str(raw.get("function", raw.get("module")))
         mod_name, _, func_name = where.partition("!")
         mod = by_name.get(mod_name.lower())
@@ -326,26 +371,56 @@ def _stack(value: Any, kernel: ModuleSpec, modules: List[ModuleSpec]) -> List[St
                 raise SpecError("%s.offset: rva 0x%x is outside %s's sections (0x1000..0x%x)"
                                 % (path, rva, mod.name, mod.size))
             function = next((f for f in mod.functions if f.rva <= rva < f.rva + len(f.code)), None)
-        stem = debugger_name(mod, mod is kernel)
-        if function is not None:
-            disp = rva - function.rva
-            name = "%s!%s%s" % (stem, function.name, "+0x%x" % disp if disp else "")
-        else:
-            name = "%s+0x%x" % (stem, rva)
-        registers = {}
-        for reg, val in _obj(raw.get("registers", {}), path + ".registers").items():
-            if str(reg).lower() not in _FRAME_REGISTERS:
-                raise SpecError("%s.registers.%s: not a general register a frame can set (rax .. r15, not rsp)"
-                                % (path, reg))
-            registers[str(reg).lower()] = parse_int(val, "%s.registers.%s" % (path, reg)) & ((1 << 64) - 1)
+        name = shown_name(mod, mod is kernel, rva)
+        registers, refs = _frame_registers(raw, path)
         epilog = raw.get("epilog", False)
         if not isinstance(epilog, bool):
             raise SpecError("%s.epilog: expected true or false" % path)
         frames.append(StackFrameSpec(path, mod, rva, name, function, registers,
-                                     parse_int(raw.get("error_code", 0), path + ".error_code"), epilog))
+                                     parse_int(raw.get("error_code", 0), path + ".error_code"), epilog, refs))
     if not frames:
         raise SpecError("stack: at least one frame is needed (or leave the key out)")
     return frames
+
+
+def _frame_registers(raw: Dict[str, Any], path: str) -> Tuple[Dict[str, int], Dict[str, str]]:
+    """A frame's ``registers``: numbers, and references ("@id+0x18" into the nbl section, "module!symbol")
+    kept as text, since those addresses exist only once the builder has placed the section."""
+    from pytriage.scenarios.nbl import reference_kind  # nbl.py uses this module's parsers
+
+    registers, refs = {}, {}
+    for reg, val in _obj(raw.get("registers", {}), path + ".registers").items():
+        rpath = "%s.registers.%s" % (path, reg)
+        if str(reg).lower() not in _FRAME_REGISTERS:
+            raise SpecError("%s: not a general register a frame can set (rax .. r15, not rsp)" % rpath)
+        kind = reference_kind(val)
+        if kind == "$rsp":
+            raise SpecError("%s: $rsp is where the stack ends up, not known while its frames are laid out" % rpath)
+        if kind is not None:
+            refs[str(reg).lower()] = str(val)
+        else:
+            registers[str(reg).lower()] = parse_int(val, rpath) & ((1 << 64) - 1)
+    return registers, refs
+
+
+def k_call_site(address: int) -> str:
+    """An address in no module as `k` prints it in the Call Site column: ``0x1``, ``0x00000032`00360035``."""
+    return "0x%x" % address if address >> 32 == 0 else "0x%08x`%08x" % (address >> 32, address & 0xFFFFFFFF)
+
+
+def _address_frame(raw: Dict[str, Any], path: str, mods: List[ModuleSpec]) -> StackFrameSpec:
+    """``{"address": ...}``: a frame in no module, where a call through a corrupt function pointer went (the
+    stack planner accepts it only as an interrupted frame: a leaf whose return address is at its rsp)."""
+    for key in ("offset", "epilog", "error_code", "function", "module"):
+        if key in raw:
+            raise SpecError("%s.%s: an \"address\" frame is in no module and no function" % (path, key))
+    address = parse_int(raw["address"], path + ".address") & ((1 << 64) - 1)
+    for mod in mods:
+        if mod.base <= address < mod.base + mod.size:
+            raise SpecError("%s.address: 0x%x is inside %s (name the frame with \"function\" or \"module\")"
+                            % (path, address, mod.name))
+    registers, refs = _frame_registers(raw, path)
+    return StackFrameSpec(path, None, address, k_call_site(address), None, registers, register_refs=refs)
 
 
 def parse_spec(doc: Any, source: str = "spec") -> ScenarioSpec:

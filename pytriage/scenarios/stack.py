@@ -21,6 +21,9 @@ UWOP_SET_FPREG, UWOP_SAVE_NONVOL(_FAR), UWOP_SAVE_XMM128(_FAR) (no XMM values ar
 UWOP_PUSH_MACHFRAME; version 2's UWOP_EPILOG entries are skipped. Chained unwind info is described with
 the function's ``chain`` (the primary function's unwind data is appended by the image builder, never
 written into ``unwind`` by hand): the primary's prolog runs first, then the fragment's own codes.
+A frame at an address in no module (``outside``: a call through a corrupt function pointer that faulted
+fetching its first instruction) must be interrupted: it is a leaf, its caller's return address at its rsp,
+which is how unwinders treat an rip outside every module.
 """
 
 import struct
@@ -250,6 +253,7 @@ class FrameCode:
     error_code: int = 0                # pushed by the processor when this frame's function takes a machine frame
     chain: List[bytes] = field(default_factory=list)   # UNWIND_INFO of the primary function(s), nearest first
     epilog: bool = False               # the frame stops inside an epilog (frame 0 or an interrupted frame)
+    outside: bool = False              # an address in no module (a jump to garbage): only as an interrupted leaf
 
 
 @dataclass
@@ -350,6 +354,10 @@ def plan_stack(frames: List[FrameCode], top: int) -> StackPlan:
             regs[name] = value
         machine = _machine_frame(infos[index - 1]) if index else None
         exact = index == 0 or machine is not None          # rip is where the frame stopped, not a return
+        if frame.outside and machine is None:
+            raise SpecError("%s.address: %s is in no module, so only an interrupted frame (right after a trap "
+                            "handler) may stop there, as a leaf whose return address is at its rsp"
+                            % (frame.path, frame.name))
         in_epilog = exact and frame.code is not None and frame.code_offset and \
             epilog_path(frame.code, frame.code_offset, levels[0].prolog_size if levels else 0) is not None
         if frame.epilog and not exact:

@@ -15,7 +15,7 @@ from pytriage.commands import dt as pytriage_dt
 from pytriage.commands.info import DumpInfo, windbg_session_time
 from pytriage.commands.render import format_uptime, windows_version_line
 from pytriage.errors import PytriageError
-from pytriage.scenarios.spec import debugger_name
+from pytriage.scenarios.spec import debugger_name, shown_function
 from pytriage.scenarios.stack import NONVOLATILE, VOLATILE
 from pytriage.symbols.store import SymbolStore
 from pytriage.symbols.symbolizer import Symbolizer
@@ -233,6 +233,9 @@ def pytriage_x(symbolizer: Symbolizer, module) -> object:
     public API of `pytriage sym NAME`), the kind from the PDB public's function flag.
     """
     info = symbolizer.module_symbols(module)
+    if info.kind in ("none", "export"):        # a module without its PDB: its exports (functions) or nothing
+        return sorted(("%s!%s" % (module.debugger_name, name), address, "function")
+                      for name, address in symbolizer.shown_symbols(module))
     if info.kind != "pdb":
         return "pytriage uses %s symbols for %s" % (info.kind, module.debugger_name)
     functions = {name for name, _seg, _off, flags in info.source.publics() if flags & 2}
@@ -243,26 +246,29 @@ def pytriage_x(symbolizer: Symbolizer, module) -> object:
     return sorted(rows)
 
 
-def _ln_targets(built) -> List[Tuple[int, Tuple[int, str, int]]]:
+def _ln_targets(built) -> List[Tuple[int, Optional[Tuple[int, str, int]], str]]:
     """Addresses `ln` is asked about, with the spec's answer: a probe inside every spec function, then
-    every stack frame's rip that is not one of them."""
-    targets: Dict[int, Tuple[int, str, int]] = {}
-    for index, bm in enumerate(built.modules):
-        mod = _module_name(bm, index)
+    every stack frame's rip that is not one of them; each with how the spec names it. In a module without
+    symbols (``"symbols": false``) the answer is the export that names the address, or None (named
+    ``module+0xrva``): the engine prints nothing."""
+    targets: Dict[int, Tuple[Optional[Tuple[int, str, int]], str]] = {}
+
+    def expect(mod, address: int) -> Tuple[Optional[Tuple[int, str, int]], str]:
+        function = shown_function(mod, address - mod.base)
+        stem = debugger_name(mod, mod is built.spec.kernel)
+        if function is None:
+            return None, "%s+0x%x" % (stem, address - mod.base)
+        start, name = mod.base + function.rva, "%s!%s" % (stem, function.name)
+        return (start, name, address - start), "%s%s" % (name, "+0x%x" % (address - start) if address > start else "")
+
+    for bm in built.modules:
         for f in bm.spec.functions:
-            off = _probe_offset(f.code)
-            targets.setdefault(bm.spec.base + f.rva + off, (bm.spec.base + f.rva, "%s!%s" % (mod, f.name), off))
+            address = bm.spec.base + f.rva + _probe_offset(f.code)
+            targets.setdefault(address, expect(bm.spec, address))
     for frame in built.spec.stack:
         if frame.function is not None:
-            start = frame.module.base + frame.function.rva
-            mod = debugger_name(frame.module, frame.module is built.spec.kernel)
-            targets.setdefault(frame.address, (start, "%s!%s" % (mod, frame.function.name), frame.address - start))
-    return list(targets.items())
-
-
-def _ln_fact(expected: Tuple[int, str, int]) -> str:
-    start, name, off = expected
-    return "ln %s%s" % (name, "+0x%x" % off if off else "")
+            targets.setdefault(frame.address, expect(frame.module, frame.address))
+    return [(address, expected, label) for address, (expected, label) in targets.items()]
 
 
 def symbol_commands(built) -> List[str]:
@@ -270,7 +276,7 @@ def symbol_commands(built) -> List[str]:
     cmds = [".reload"]
     for index, bm in enumerate(built.modules):
         cmds.append("x %s!*" % _module_name(bm, index))
-    for address, _expected in _ln_targets(built):
+    for address, _expected, _label in _ln_targets(built):
         cmds.append("ln %x" % address)
     for bm in built.modules:
         cmds.append("dt nt!_KLDR_DATA_TABLE_ENTRY %x" % bm.ldr_entry)
@@ -346,14 +352,27 @@ def check_symbols(cc: CrossCheck, outs: List[E.CommandOutput], built, info: Dump
         functions = {f.name for f in bm.spec.functions}
         ours = sorted(("%s!%s" % (mod, name), bm.spec.base + rva, "function" if name in functions else "data")
                       for name, rva in bm.symbols.items())
-        theirs = sorted(("%s!%s" % (m, name), addr, kind) for m, addr, name, kind in E.parse_x(outs[i]))
+        out = outs[i]
         module = target.module_by_name(mod)
+        if not bm.spec.symbols:       # no PDB: the engine says so first, then lists the exports (if any)
+            exported = {f.name for f in bm.spec.functions if f.export}
+            ours = [row for row in ours if row[0].split("!", 1)[1] in exported]
+            error = out.lines[0] if out.lines and out.lines[0].startswith("*** ERROR: ") else ""
+            engine_kind = "export" if "Defaulted to export symbols" in error else \
+                "none" if "symbols could not be loaded" in error else error
+            cc.add("x %s: symbol source" % mod, dbgeng=engine_kind, builder="export" if ours else "none",
+                   pytriage=symbolizer.module_symbols(module).kind if module is not None else None)
+            out = E.CommandOutput(out.command, "\n".join(out.lines[1:] if error else out.lines), out.hr)
+        theirs = sorted(("%s!%s" % (m, name), addr, kind) for m, addr, name, kind in E.parse_x(out))
         cc.add("x %s" % mod, dbgeng=theirs, builder=ours,
                pytriage=pytriage_x(symbolizer, module) if module is not None else None)
         i += 1
-    for address, expected in _ln_targets(built):
-        cc.add(_ln_fact(expected), dbgeng=E.parse_ln(outs[i]), spec=expected,
-               pytriage=pytriage_ln(symbolizer, address))
+    for address, expected, label in _ln_targets(built):
+        if expected is None:          # a module without symbols or exports: the engine names nothing
+            cc.add("ln " + label, dbgeng=E.without_image_noise(outs[i].lines), spec=[],
+                   pytriage=[] if symbolizer.resolve(address).symbol is None else [symbolizer.format(address)])
+        else:
+            cc.add("ln " + label, dbgeng=E.parse_ln(outs[i]), spec=expected, pytriage=pytriage_ln(symbolizer, address))
         i += 1
     ours_by_base = {m.base: m for m in info.modules}
     kldr = _pytriage_layout(symbolizer, "nt!_KLDR_DATA_TABLE_ENTRY")
