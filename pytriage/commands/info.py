@@ -119,7 +119,9 @@ def windbg_session_time(iso_utc: Optional[str]) -> str:
     if not iso_utc:
         return "unknown"
     when = datetime.datetime.strptime(iso_utc, "%Y-%m-%dT%H:%M:%S.%fZ")
-    return "%s.%03d %d (UTC + 0:00)" % (when.strftime("%a %b %d %H:%M:%S"), when.microsecond // 1000, when.year)
+    # the day is space-padded ("Sep  7"), as the engine prints it
+    return "%s %2d %s.%03d %d (UTC + 0:00)" % (when.strftime("%a %b"), when.day, when.strftime("%H:%M:%S"),
+                                              when.microsecond // 1000, when.year)
 
 
 def _short(value: int) -> str:

@@ -23,8 +23,9 @@ def to_json_text(record: Any) -> str:
 
 
 def format_uptime(seconds: float) -> str:
-    """`0 days 0:00:03.747` like vertarget's "System Uptime"."""
-    millis = int(round(seconds * 1000))
+    """`0 days 0:00:03.747` like vertarget's "System Uptime": milliseconds truncated, as the engine does
+    (the header counts 100 ns units, so the float is first rounded to those)."""
+    millis = int(round(seconds * 10000000)) // 10000
     days, millis = divmod(millis, 86400000)
     hours, millis = divmod(millis, 3600000)
     minutes, millis = divmod(millis, 60000)
