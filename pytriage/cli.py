@@ -266,6 +266,27 @@ def _cmd_nblwalk(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from pytriage.analysis.triage.engine import TriageOptions, triage
+    from pytriage.analysis.triage.modules import load_classifier
+    from pytriage.commands.analyze import render_text
+
+    if not 1 <= args.max_frames <= 0x10000:
+        raise PytriageError("--max-frames must be between 1 and 65536")
+    classifier = load_classifier(args.triage_ini)
+    options = TriageOptions(scan=_scan_policy(args), pooltag_file=args.pooltag,
+                            max_frames=args.max_frames, nbls=not args.no_nbls)
+    with _symbolized_dump(args, require_x64="the triage walks x64 stacks and structures") as (target, symbolizer,
+                                                                                             path, store):
+        record = triage(target, symbolizer, classifier, options, progress_stream=sys.stderr)
+        record["dump"]["path"] = os.path.basename(args.dump)
+        _print_result(args, record, render_text(record, args.verbose), target, path, store)
+    return 0
+
+
+DEFAULT_DEMO = "nwifi-completion"
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pytriage.scenarios import build_builtin, builtin_names
 
@@ -280,13 +301,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         args.dump = built.dump_path
         args.json = False
         _cmd_info(args)
-        # The stack, named through the PDBs the builder wrote beside the dump: what `pytriage stack`
-        # prints on a real dump with a symbol path.
+        # The full triage, named through the PDBs the builder wrote beside the dump: what
+        # `pytriage analyze` prints on a real dump with a symbol path.
         print("")
-        print("Stack (pytriage stack %s --symbols srv*%s):" % (os.path.basename(built.dump_path),
-                                                             os.path.basename(built.symstore_path)))
+        print("Triage (pytriage analyze %s --symbols srv*%s):" % (os.path.basename(built.dump_path),
+                                                                os.path.basename(built.symstore_path)))
         symbols = "srv*%s" % built.symstore_path
-        _cmd_stack(build_parser().parse_args(["stack", built.dump_path, "-n", "--symbols", symbols]))
+        _cmd_analyze(build_parser().parse_args(["analyze", built.dump_path, "--symbols", symbols]
+                                               + (["--stats"] if args.stats else [])))
         demo_nbl = built.spec.nbl.demo if built.spec.nbl is not None else None
         if demo_nbl is not None:             # a scenario about NBLs shows its headline walk too
             address = built.nbl_addresses[demo_nbl]
@@ -403,8 +425,23 @@ def build_parser() -> argparse.ArgumentParser:
     nblwalk.add_argument("-v", "--verbose", action="store_true", help="also show MDLs and the first packet bytes")
     nblwalk.set_defaults(func=_cmd_nblwalk)
 
-    demo = sub.add_parser("demo", help="build a built-in scenario dump in a temp dir and analyse it")
-    demo.add_argument("name", nargs="?", default="basic", help="built-in scenario (see --list)")
+    analyze = sub.add_parser("analyze", parents=[symbols, output, owners], help=(
+        "network-aware crash triage, the debugger's !pytriage: bugcheck, stack, forensics, pool and NBL evidence, "
+        "the culprit driver with its confidence, !analyze-style and network buckets"))
+    analyze.add_argument("dump", help="kernel dump file")
+    analyze.add_argument("-v", "--verbose", action="store_true", help=(
+        "show every piece of evidence: all forensic clues, all candidates, stack use per module"))
+    analyze.add_argument("--triage-ini", metavar="FILE", help=(
+        "your module list (which modules are Windows' own), added to the shipped one (docs/triage.md); "
+        "default: $PYTRIAGE_TRIAGE_INI"))
+    analyze.add_argument("--max-frames", type=int, default=64, help="frames to walk (default 64)")
+    analyze.add_argument("--no-nbls", action="store_true", help=(
+        "do not walk NBLs found in the failing frames' registers"))
+    analyze.set_defaults(func=_cmd_analyze)
+
+    demo = sub.add_parser("demo", help="build a built-in scenario dump in a temp dir and triage it")
+    demo.add_argument("name", nargs="?", default=DEFAULT_DEMO, help="built-in scenario (see --list; default %s)"
+                      % DEFAULT_DEMO)
     demo.add_argument("--list", action="store_true", help="list the built-in scenarios")
     demo.add_argument("--type", choices=("full", "bitmap"), default="bitmap", help="dump kind to write")
     demo.add_argument("--stats", action="store_true", help="show how many bytes were read from the target")

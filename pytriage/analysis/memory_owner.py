@@ -13,14 +13,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from pytriage.analysis.pool.locate import PoolReport, find_allocation
 from pytriage.analysis.pool.owners import OwnerCandidate
+from pytriage.analysis.triage.modules import default_classifier
 from pytriage.commands.render import hex64
 from pytriage.errors import PytriageError, UnsupportedDumpError, format_address
 
 KERNEL_STACK_SIZE = 0x6000          # x64 KERNEL_STACK_SIZE; an expanded stack (KeExpandKernelStackAndCallout) is
 #                                     larger, so "near rsp" is evidence, not proof, and is worded so
-INBOX_BINARIES = frozenset(("ntoskrnl.exe", "ntkrnlmp.exe", "hal.dll", "ndis.sys", "nwifi.sys", "wdiwifi.sys",
-                            "tcpip.sys", "netio.sys", "fwpkclnt.sys", "wfplwfs.sys", "vmswitch.sys", "afd.sys",
-                            "netbt.sys", "ndiswan.sys", "pacer.sys", "wfplwf.sys", "vwififlt.sys", "tdx.sys"))
 
 
 @dataclass
@@ -59,8 +57,8 @@ def is_canonical(address: int) -> bool:
 
 
 def is_third_party(binary: str) -> bool:
-    name = binary.strip().lower()
-    return bool(name) and name.endswith((".sys", ".dll")) and name not in INBOX_BINARIES
+    """Not one of Windows' modules by the shipped triage list (pytriage/analysis/triage/triage.ini)."""
+    return default_classifier().is_third_party(binary)
 
 
 class MemoryOwnerFinder:

@@ -19,7 +19,7 @@ every x64 Windows from 7 to 11.
 
 import struct
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from pytriage.errors import MemoryReadError, PytriageError, format_address
 
@@ -45,6 +45,7 @@ class ThreadStart:
     state: str
     registers: Dict[str, int]
     source: str
+    initial_stack: Optional[int] = None     # KTHREAD.InitialStack: the top of its kernel stack (None: not saved)
 
 
 def _kthread_offsets(kdbg: bytes, where: str) -> Dict[str, int]:
@@ -69,8 +70,13 @@ def thread_start(read: Callable[[int, int], bytes], kdbg: bytes, where: str, thr
             if ctx.registers is None:
                 raise PytriageError("thread %s runs on processor %d, whose context is missing: %s"
                                     % (name, ctx.number, ctx.error))
+            try:
+                initial, = struct.unpack("<Q", read(thread + offsets["InitialStack"], 8)) if offsets[
+                    "InitialStack"] else (None,)
+            except MemoryReadError:
+                initial = None
             return ThreadStart(thread, "Running", dict(ctx.registers),
-                               "thread %s (running on processor %d: KPRCB.Context)" % (name, ctx.number))
+                               "thread %s (running on processor %d: KPRCB.Context)" % (name, ctx.number), initial)
     try:
         header_type = read(thread, 1)[0]
         raw_state = read(thread + offsets["State"], 1)[0]
@@ -101,4 +107,4 @@ def thread_start(read: Callable[[int, int], bytes], kdbg: bytes, where: str, thr
     rbp, ret = struct.unpack_from("<QQ", frame, SWITCH_FRAME_RBP)
     registers = {"rip": ret, "rsp": kernel_stack + SWITCH_FRAME_SIZE, "rbp": rbp}
     return ThreadStart(thread, state, registers, "thread %s (%s: the switch frame at KTHREAD.KernelStack %s)"
-                       % (name, state, format_address(kernel_stack)))
+                       % (name, state, format_address(kernel_stack)), initial_stack)
