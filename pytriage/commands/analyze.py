@@ -59,7 +59,8 @@ def _details(record: dict) -> List[str]:
             lines.append("%02x %s %s %s%s%s" % (frame["number"], _addr(frame["child_sp"]), ret, frame["call_site"],
                                                 mark, cls))
         if not stack.get("complete", True):
-            lines.append("(walk stopped: %s)" % stack.get("stop_text", ""))
+            stop = stack.get("stop") or {}
+            lines.append("(walk stopped: %s)" % (stop.get("text") or stop.get("reason") or "?"))
     lines += ["", "SYMBOL_NAME:  %s" % (failure["call_site"] or "?"),
               "MODULE_NAME: %s" % (failure["module"] or "?"), "IMAGE_NAME:  %s" % (failure["image"] or "?"),
               "FAILURE_BUCKET_ID:  %s" % buckets["failure_bucket_id"]]

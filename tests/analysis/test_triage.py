@@ -106,6 +106,9 @@ def test_corpus_triage_without_the_symbol_store_says_what_is_missing(capsys, tri
     assert record["buckets"]["failure_bucket_id"] == "AV_amdppm!unknown_function"
     missing = "\n".join(record["unavailable"])
     assert "no symbols for amdppm.sys" in missing
+    assert "image unavailable: amdppm has no unwind data: its headers are not in the dump; amdppm.sys " \
+           "C9C030003b000 is not on the symbol path" in missing          # the image: neither dump nor store
+    assert "frame(s) found by scanning the stack" in missing
     levels = ["low", "medium", "high"]
     assert levels.index(record["culprit"]["confidence"]) <= levels.index(corpus_record["culprit"]["confidence"])
 

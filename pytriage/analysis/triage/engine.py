@@ -171,12 +171,7 @@ class Triage:
         return record
 
     def _dump_facts(self) -> dict:
-        ranges = None
-        try:
-            ranges = self.target.saved_ranges()
-        except PytriageError:
-            pass
-        return {"machine": getattr(self.target, "machine", "AMD64"), "triage": ranges is not None,
+        return {"machine": getattr(self.target, "machine", "AMD64"), "triage": self._dump_is_triage(),
                 "crash_time": getattr(self.target, "crash_time", None), "modules": len(self.target.modules())}
 
     # -- 2. stack ------------------------------------------------------------------------------------------------
