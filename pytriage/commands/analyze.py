@@ -109,7 +109,8 @@ def _pool(record: dict) -> List[str]:
         for finding in entry.get("findings", []):
             lines.append("    %s: %s" % (finding["kind"], finding["text"]))
         for culprit in entry.get("culprit_owners", []):
-            owners = ", ".join("%s (%s)" % (o["binary"], o["source"]) for o in culprit["owners"]) or "unknown"
+            owners = ", ".join(dict.fromkeys("%s (%s)" % (o["binary"], o["source"]) for o in culprit["owners"])) \
+                or "unknown"
             lines.append("    overrunning tag %s: %s" % (culprit["tag"], owners))
     return lines
 

@@ -303,6 +303,8 @@ class Triage:
                 results.append({"address": hex64(address), "subject": subject, "error": str(exc)})
                 continue
             record.pop("_report", None)
+            if not subject.startswith("Arg") and record["allocation"] is None and not record["culprit_owners"]:
+                continue                  # a register into memory that is not pool (a list head, a stack): noise
             summary = self._pool_evidence(address, subject, record)
             results.append({"address": hex64(address), "subject": subject, "summary": summary,
                             "kind": record["kind"], "allocation": record["allocation"],
