@@ -81,7 +81,8 @@ def _symbolized_dump(args: argparse.Namespace, require_x64: str = ""):
     """
     from pytriage.target.offline import OfflineDumpTarget
 
-    target = OfflineDumpTarget.open(args.dump)
+    given = getattr(args, "target", None)      # the debugger bridge's target (pytriage.pyext): not ours to close
+    target = given if given is not None else OfflineDumpTarget.open(args.dump)
     try:
         if require_x64 and target.machine != "AMD64":
             raise PytriageError("%s; this dump is %s" % (require_x64, target.machine))
@@ -91,7 +92,8 @@ def _symbolized_dump(args: argparse.Namespace, require_x64: str = ""):
         finally:
             symbolizer.close()
     finally:
-        target.close()
+        if given is None:
+            target.close()
 
 
 def _stats_record(target, store) -> dict:
@@ -279,12 +281,23 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     with _symbolized_dump(args, require_x64="the triage walks x64 stacks and structures") as (target, symbolizer,
                                                                                              path, store):
         record = triage(target, symbolizer, classifier, options, progress_stream=sys.stderr)
-        record["dump"]["path"] = os.path.basename(args.dump)
+        record["dump"]["path"] = os.path.basename(args.dump) if getattr(args, "target", None) is None else "<debugger>"
         _print_result(args, record, render_text(record, args.verbose), target, path, store)
     return 0
 
 
 DEFAULT_DEMO = "nwifi-completion"
+
+
+def _cmd_install_debugger_ext(args: argparse.Namespace) -> int:
+    """The two lines to paste into WinDbg/CDB/KD (docs/windbg.md): pykd, then our JavaScript commands."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyext", "pytriage.js")
+    if " " in script:
+        print("pytriage: note: .scriptload does not accept paths with spaces; copy %s to a folder without "
+              "spaces and load it from there" % script, file=sys.stderr)
+    print(".load pykd")
+    print(".scriptload %s" % script)
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -438,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-nbls", action="store_true", help=(
         "do not walk NBLs found in the failing frames' registers"))
     analyze.set_defaults(func=_cmd_analyze)
+
+    ext = sub.add_parser("install-debugger-ext", help=(
+        "print the two lines that add !pytriage, !pooltag and !nblwalk to WinDbg/CDB/KD (docs/windbg.md)"))
+    ext.set_defaults(func=_cmd_install_debugger_ext)
 
     demo = sub.add_parser("demo", help="build a built-in scenario dump in a temp dir and triage it")
     demo.add_argument("name", nargs="?", default=DEFAULT_DEMO, help="built-in scenario (see --list; default %s)"
