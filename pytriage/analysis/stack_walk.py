@@ -159,6 +159,12 @@ def _passed(count: int) -> str:
     return " (%d value%s pointed into module code, none after a verified call)" % (count, "" if count == 1 else "s")
 
 
+def _nt_trap_handler(frame: StackFrame) -> bool:
+    """Is the frame one of nt's trap handlers, the functions that save a whole KTRAP_FRAME?"""
+    symbol = (frame.symbol or {}).get("symbol")
+    return frame.module == "nt" and isinstance(symbol, str) and is_trap_handler(symbol)
+
+
 class _Stop(Exception):
     def __init__(self, reason: str, text: str) -> None:
         super().__init__(text)
@@ -302,7 +308,7 @@ class _Walker:
                 return self.from_unwind(frame, result)
         else:
             self.note(image.reason)
-        trapped = self.trap_frame_by_name(frame, module, registers, known)
+        trapped = self.trap_frame_by_name(frame, registers, known)
         if trapped is not None:
             return trapped
         return self.scan(frame, registers)
@@ -344,8 +350,7 @@ class _Walker:
         shows): the interrupted frame gets them, not the values the handler's callees left. Other machine
         frames, and trap frames whose rip and rsp disagree with the machine frame, keep what unwinding gave."""
         registers, known = result.registers, result.known
-        symbol = frame.symbol or {}
-        if frame.module != "nt" or not is_trap_handler(symbol.get("symbol")):      # type: ignore[arg-type]
+        if not _nt_trap_handler(frame):
             return registers, known, MACHINE_FRAME, None
         try:
             trap = read_trap_frame(self.target, frame.trap_frame, self.layout)
@@ -358,11 +363,9 @@ class _Walker:
         registers.update({name: trap[name] for name in VOLATILE if name in trap})
         return registers, frozenset(known | VOLATILE), MACHINE_FRAME, None
 
-    def trap_frame_by_name(self, frame: StackFrame, module: Module, registers: Dict[str, int],
-                           known: FrozenSet[str]):
+    def trap_frame_by_name(self, frame: StackFrame, registers: Dict[str, int], known: FrozenSet[str]):
         """A kernel trap handler without unwind data: its KTRAP_FRAME is at its stack pointer."""
-        symbol = frame.symbol or {}
-        if module.debugger_name != "nt" or not is_trap_handler(symbol.get("symbol")):      # type: ignore[arg-type]
+        if not _nt_trap_handler(frame):
             return None
         address = frame.child_sp
         try:

@@ -12,7 +12,7 @@ from typing import List
 
 from tabulate import tabulate
 
-from pytriage.errors import format_address
+from pytriage.commands.render import windbg_address
 
 BANNER = ["*" * 79, "*%s*" % (" " * 77), "*%s*" % "pytriage network-aware bugcheck analysis".center(77),
           "*%s*" % (" " * 77), "*" * 79]
@@ -20,7 +20,7 @@ BANNER = ["*" * 79, "*%s*" % (" " * 77), "*%s*" % "pytriage network-aware bugche
 
 def _addr(text) -> str:
     """``0xfffff80470001000`` (JSON form) -> ``fffff804`70001000``."""
-    return format_address(int(text, 16)) if text else "?"
+    return windbg_address(text) if text else "?"
 
 
 def _short(text: str, width: int = 110) -> str:

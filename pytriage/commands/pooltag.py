@@ -23,7 +23,7 @@ from pytriage.analysis.pool.locate import PoolReport, find_allocation
 from pytriage.analysis.pool.owners import listed_owners, scan_owners
 from pytriage.analysis.pool.pooltag_file import PoolTagFile, find_pooltag_file
 from pytriage.analysis.pool.tracker import pool_usage
-from pytriage.commands.render import format_address, hex64
+from pytriage.commands.render import format_address, hex64, windbg_address
 
 SCHEMA = "pytriage.pooltag/1"
 
@@ -222,7 +222,7 @@ def render_address(record: dict, verbose: bool = False) -> List[str]:
         lines.append("")
         lines.append("Raw headers (%s):" % report.header_layout)
         for block in record["blocks"]:
-            lines.append("  %s  %s" % (format_address(int(block["start"], 16)), _spaced(block["raw"])))
+            lines.append("  %s  %s" % (windbg_address(block["start"]), _spaced(block["raw"])))
         if alloc is not None and alloc.header is not None and not record["blocks"]:
             lines.append("  %s  %s" % (format_address(alloc.header.va), _spaced(alloc.header.raw.hex())))
         if report.special is not None:

@@ -5,7 +5,7 @@ from typing import Any
 
 from pytriage.errors import format_address
 
-__all__ = ["format_address", "hex64", "to_json_text", "format_uptime", "windows_version_line"]
+__all__ = ["format_address", "hex64", "windbg_address", "to_json_text", "format_uptime", "windows_version_line"]
 
 # (first build, product) as WinDbg's vertarget names them; Windows 11 still reports "Windows 10".
 _PRODUCTS = [(10240, "Windows 10"), (9600, "Windows 8.1"), (9200, "Windows 8"), (7600, "Windows 7"),
@@ -16,6 +16,11 @@ _ARCH = {"AMD64": "x64", "ARM64": "ARM64", "I386": "x86"}
 def hex64(value: int) -> str:
     """JSON form of a 64-bit value: fixed-width lower-case hex string (JSON numbers lose 64-bit precision)."""
     return "0x%016x" % (value & 0xFFFFFFFFFFFFFFFF)
+
+
+def windbg_address(json_value: Any) -> str:
+    """A record's address (``0xffffc08be0001000``, or an int) as WinDbg shows it: ``ffffc08b`e0001000``."""
+    return format_address(int(str(json_value), 16))
 
 
 def to_json_text(record: Any) -> str:

@@ -10,7 +10,7 @@ import fnmatch
 import re
 from typing import Dict, List
 
-from pytriage.commands.render import format_address, hex64
+from pytriage.commands.render import format_address, hex64, windbg_address
 from pytriage.errors import SymbolError
 from pytriage.symbols.symbolizer import Symbolizer
 
@@ -70,7 +70,7 @@ def lookup(symbolizer: Symbolizer, query: str) -> Dict[str, object]:
 
 def render_text(record: Dict[str, object], verbose: bool) -> List[str]:
     if record["kind"] == "pattern":
-        lines = ["%s %s" % (format_address(int(str(m["address"]), 16)), m["text"])
+        lines = ["%s %s" % (windbg_address(m["address"]), m["text"])
                  for m in record["matches"]]   # type: ignore[union-attr]
         if record["truncated"]:
             lines.append("(first %d matches shown)" % MAX_MATCHES)

@@ -34,7 +34,7 @@ from pytriage.analysis.triage.modules import ModuleClassifier
 from pytriage.analysis.triage.roles import CALLOUT, module_roles
 from pytriage.commands.nblwalk import walk_to_json
 from pytriage.commands.pooltag import PoolTagContext, PoolTagOptions, pool_address
-from pytriage.commands.render import hex64
+from pytriage.commands.render import hex64, windbg_address
 from pytriage.commands.stack import to_json as stack_json
 from pytriage.errors import PytriageError, UnsupportedDumpError, format_address
 
@@ -63,11 +63,6 @@ class TriageOptions:
     pooltag_file: Optional[str] = None
     max_frames: int = 64
     nbls: bool = True
-
-
-def _shown(json_address: str) -> str:
-    """``0xffffc08be0001000`` (a record's form) -> ``ffffc08b`e0001000``."""
-    return format_address(int(json_address, 16))
 
 
 def _function_key(call_site: str) -> str:
@@ -100,6 +95,7 @@ class Triage:
         self.faulting_ip: Optional[int] = None
         self.registers: List[Tuple[int, str]] = []    # kernel values in the examined registers, first subject
         self.values: List[Tuple[int, str]] = []       # every non-trivial parameter and register value examined
+        self.roles: Dict[str, str] = {}               # third-party binary -> its network role, from the stack
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def image_of(self, debugger_name: Optional[str]) -> Optional[str]:
@@ -185,7 +181,7 @@ class Triage:
         for frame in self.walk.frames:
             module = self.target.module_at(frame.instruction_pointer)
             image = module.name if module is not None else None
-            self.frames.append({"frame": frame, "image": image, "key": _function_key(frame.call_site),
+            self.frames.append({"frame": frame, "module": module, "image": image, "key": _function_key(frame.call_site),
                                 "class": self.classifier.classify(image) if image else "none"})
         if not self.walk.complete:
             self.missing("the stack walk stopped early: %s" % (self.walk.stop_text or self.walk.stop_reason))
@@ -330,11 +326,11 @@ class Triage:
                 if value.to_bytes(8, "little") == raw:
                     for binary in self._third_party(owners):
                         self.add(binary, "forensics", "%s holds %s, the very bytes that overwrote the pool header "
-                                 "at %s" % (subject, format_address(value), _shown(finding["address"])),
+                                 "at %s" % (subject, format_address(value), windbg_address(finding["address"])),
                                  weight=25)          # ties the crash's own value to the damage: more than a clue
                     self.reason("Forensics: %s holds %s, the bytes written over the pool header at %s by the "
-                                "overrun of the %s block." % (subject, format_address(value),
-                                                              _shown(finding["address"]), finding["culprit_tag"]))
+                                "overrun of the %s block." % (subject, format_address(value), windbg_address(
+                                    finding["address"]), finding["culprit_tag"]))
 
     def _third_party(self, owners: List[dict]) -> List[str]:
         return list(dict.fromkeys(o["binary"] for o in owners if o.get("loaded") is not False
@@ -350,7 +346,7 @@ class Triage:
                 return text
         else:
             tag = allocation["tag"]
-            text = "%s is in pool block %s tag %s (%s, 0x%x bytes)" % (where, _shown(allocation["start"]), tag,
+            text = "%s is in pool block %s tag %s (%s, 0x%x bytes)" % (where, windbg_address(allocation["start"]), tag,
                                                                         allocation["state"], allocation["size"])
         overran = {culprit["tag"]: culprit["owners"] for culprit in record["culprit_owners"]}
         for finding in record["findings"]:       # the block at the address may be the one that overran
@@ -392,6 +388,7 @@ class Triage:
         modules = [e["frame"].module if e["class"] == "third-party" else None for e in self.frames]
         roles = module_roles(names, modules, self.image_of) if self.frames else []
         for binary, role in roles:
+            self.roles[binary] = role.role
             self.add(binary, "network-role", "%s: %s" % (role.role, role.text))
         network = {"on_network_path": any(e["class"] == "network" for e in self.frames),
                    "roles": [{"binary": b, "role": r.role, "evidence": r.text, "strength": r.strength}
@@ -473,9 +470,10 @@ class Triage:
             if clue.value == memory.block + 0x10 and clue.value not in [c[0] for c in candidates]:
                 candidates.append((clue.value, clue.subject))
         results = []
-        walker = NblWalker(self.target, NblLayouts(self.symbolizer), self.finder,
+        layouts = NblLayouts(self.symbolizer)
+        walker = NblWalker(self.target, layouts, self.finder,
                            WalkOptions(max_nbls=1, owners=True, dot11="auto", packets=True))
-        probe = NblWalker(self.target, NblLayouts(self.symbolizer), self.finder,
+        probe = NblWalker(self.target, layouts, self.finder,
                           WalkOptions(max_nbls=1, owners=False, dot11="never", packets=False))
         for address, subject in candidates[:MAX_NBL_CANDIDATES]:
             shape = probe.read_nbl(0, address)
@@ -588,9 +586,7 @@ class Triage:
             if image is None or image in checked:
                 continue
             checked.add(image)
-            module = self.target.module_by_name(entry["frame"].module)
-            if module is None:
-                continue
+            module = entry["module"]
             kind = self.symbolizer.module_symbols(module).kind
             microsoft = entry["class"] != "third-party"
             if kind == "none":
@@ -661,7 +657,7 @@ class Triage:
         if verdict.binary is None:
             return None
         module = self.target.module_by_name(verdict.binary)
-        role = next((e.text.split(":", 1)[0] for e in verdict.evidence if e.source == "network-role"), None)
+        role = self.roles.get(verdict.binary)
         if role is None and any(e.source == "wfp-pattern" for e in verdict.evidence):
             role = CALLOUT
         return {"binary": verdict.binary, "module": module.debugger_name if module else None,
@@ -704,7 +700,7 @@ class Triage:
                     "trap": "TRAP", "irql": "IRQL", "verifier": "VERIFIER", "timeout": "TIMEOUT",
                     "memory-management": "MEMORY", "security-check": "SECURITY_CHECK"}
         family = "AV" if bucket.startswith("AV_") else families.get(info.family if info else "", "CRASH")
-        role = next((e.text.split(":", 1)[0] for e in verdict.evidence if e.source == "network-role"), None)
+        role = self.roles.get(verdict.binary)
         prefix = {"NDIS lightweight filter (LWF)": "LWF", "NDIS miniport": "MINIPORT",
                   "NDIS protocol driver": "PROTOCOL", "WFP callout driver": "CALLOUT"}.get(role or "", "DRIVER")
         return "%s_%s" % (prefix, family)

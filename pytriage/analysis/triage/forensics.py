@@ -12,6 +12,7 @@ for canonical kernel addresses.
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from pytriage.analysis.bugcheck_kb import irql_name
 from pytriage.analysis.memory_owner import MemoryOwner, MemoryOwnerFinder, is_canonical
 from pytriage.analysis.nbl.dot11 import text_of
 from pytriage.commands.render import hex64
@@ -60,11 +61,6 @@ def fill_pattern(value: int) -> Optional[str]:
     if low == high and low in KNOWN_PATTERNS:
         return "fill pattern: %s" % KNOWN_PATTERNS[low]
     return None
-
-
-def irql_text(irql: Optional[int]) -> str:
-    names = {0: "PASSIVE_LEVEL", 1: "APC_LEVEL", 2: "DISPATCH_LEVEL"}
-    return "IRQL %d%s" % (irql, " (%s)" % names[irql] if irql in names else "") if irql is not None else "IRQL ?"
 
 
 class PointerForensics:
@@ -116,7 +112,8 @@ class PointerForensics:
         if role == "address" and self.irql is not None and self.irql >= DISPATCH_LEVEL:
             return [Clue(subject, value, "user-at-raised-irql", "%s is a user-mode address referenced at %s: "
                          "nothing below 0xffff8000`00000000 may be touched there (a garbage pointer, or a user "
-                         "buffer used without probing and locking)" % (shown, irql_text(self.irql)), "bad")]
+                         "buffer used without probing and locking)" % (shown, "IRQL %d (%s)" % (
+                                             self.irql, irql_name(self.irql))), "bad")]
         if role == "register":
             return []
         return [Clue(subject, value, "user", "%s is a user-mode address" % shown, "notable")]
