@@ -61,16 +61,9 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 def _open_symbolizer(target, args: argparse.Namespace):
     """The symbolizer for ``target`` from ``--symbols`` / ``_NT_SYMBOL_PATH`` / the default cache."""
-    from pytriage.symbols.store import SymbolStore
-    from pytriage.symbols.symbolizer import Symbolizer
-    from pytriage.symbols.sympath import resolve_symbol_path
+    from pytriage.commands.analyze import open_symbolizer
 
-    path = resolve_symbol_path(args.symbols)
-    store = SymbolStore(path, progress=sys.stderr.isatty())
-    local_dirs = []
-    for element in path.elements:
-        local_dirs.extend(d.path for d in element.dirs if d.path not in local_dirs)
-    return Symbolizer(target, store=store, isf_dirs=local_dirs), path, store
+    return open_symbolizer(target, args.symbols, progress=sys.stderr.isatty())
 
 
 @contextlib.contextmanager
@@ -271,15 +264,14 @@ def _cmd_nblwalk(args: argparse.Namespace) -> int:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from pytriage.analysis.triage.engine import TriageOptions, triage
     from pytriage.analysis.triage.modules import load_classifier
-    from pytriage.commands.analyze import render_text
+    from pytriage.commands.analyze import X64_REQUIRED, render_text
 
     if not 1 <= args.max_frames <= 0x10000:
         raise PytriageError("--max-frames must be between 1 and 65536")
     classifier = load_classifier(args.triage_ini)
     options = TriageOptions(scan=_scan_policy(args), pooltag_file=args.pooltag,
                             max_frames=args.max_frames, nbls=not args.no_nbls)
-    with _symbolized_dump(args, require_x64="the triage walks x64 stacks and structures") as (target, symbolizer,
-                                                                                             path, store):
+    with _symbolized_dump(args, require_x64=X64_REQUIRED) as (target, symbolizer, path, store):
         record = triage(target, symbolizer, classifier, options, progress_stream=sys.stderr)
         record["dump"]["path"] = os.path.basename(args.dump) if getattr(args, "target", None) is None else "<debugger>"
         _print_result(args, record, render_text(record, args.verbose), target, path, store)
@@ -298,6 +290,28 @@ def _cmd_install_debugger_ext(args: argparse.Namespace) -> int:
     print(".load pykd")
     print(".scriptload %s" % script)
     return 0
+
+
+def _cmd_live(args: argparse.Namespace) -> int:
+    """A command on a live kernel over KDNET, through DbgEng (pybag; Windows): the debugger's own code path
+    (pytriage.pyext.runner), with DbgEng attached by us instead of by WinDbg. The kernel is detached (it
+    runs on) when the command ends, whatever happened."""
+    from pytriage.pyext.runner import run
+    from pytriage.target.pybag_target import PybagTarget
+
+    command = "analyze" if args.live_command == "pytriage" else args.live_command
+    attached = []
+
+    def attach():
+        attached.append(PybagTarget.attach_kdnet(args.kdnet))
+        return attached[-1]
+
+    try:
+        return run(command, args.arguments, attach, out=sys.stderr,
+                   prog="pytriage live %s" % args.live_command)      # not the KDNET key: it is a secret
+    finally:
+        for target in attached:
+            target.close()
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -455,6 +469,17 @@ def build_parser() -> argparse.ArgumentParser:
     ext = sub.add_parser("install-debugger-ext", help=(
         "print the two lines that add !pytriage, !pooltag and !nblwalk to WinDbg/CDB/KD (docs/windbg.md)"))
     ext.set_defaults(func=_cmd_install_debugger_ext)
+
+    live = sub.add_parser("live", help=(
+        "run !pytriage, !pooltag or !nblwalk on a live kernel over KDNET through DbgEng "
+        "(Windows, pip install pytriage[dbgeng]; docs/windbg.md)"))
+    live.add_argument("--kdnet", required=True, metavar="port=N,key=K", help=(
+        "the KDNET connection, as for `windbg -k net:port=N,key=K` (the net: prefix is optional)"))
+    live.add_argument("live_command", metavar="COMMAND", choices=("pytriage", "analyze", "pooltag", "nblwalk"),
+                      help="pytriage (= analyze), pooltag or nblwalk")
+    live.add_argument("arguments", nargs=argparse.REMAINDER, help=(
+        "the command's arguments as in the debugger (no DUMP), e.g. `-v`, or an NBL address for nblwalk"))
+    live.set_defaults(func=_cmd_live)
 
     demo = sub.add_parser("demo", help="build a built-in scenario dump in a temp dir and triage it")
     demo.add_argument("name", nargs="?", default=DEFAULT_DEMO, help="built-in scenario (see --list; default %s)"

@@ -8,11 +8,16 @@ NBL evidence, what the dump could not show, next commands and remedies. ``-v`` a
 candidate and the per-module stack usage. JSON: the engine's record as is (docs/json-schema.md).
 """
 
-from typing import List
+import os
+from typing import List, Optional
 
 from tabulate import tabulate
 
 from pytriage.commands.render import windbg_address
+from pytriage.errors import PytriageError
+
+X64_REQUIRED = "the triage walks x64 stacks and structures"
+ENGINES = ("offline", "dbgeng")
 
 BANNER = ["*" * 79, "*%s*" % (" " * 77), "*%s*" % "pytriage network-aware bugcheck analysis".center(77),
           "*%s*" % (" " * 77), "*" * 79]
@@ -160,3 +165,54 @@ def render_text(record: dict, verbose: bool = False) -> List[str]:
     lines += ["", "NEXT COMMANDS:"] + ["  %s" % c for c in record["next_commands"]]
     lines += ["", "REMEDIES:"] + ["  - %s" % r for r in record["remedies"]]
     return lines
+
+
+def open_symbolizer(target, symbols: Optional[str], progress: bool = False):
+    """(Symbolizer, SymbolPath, SymbolStore) for ``target``: the symbol path ``symbols`` (WinDbg syntax), else
+    ``_NT_SYMBOL_PATH``, else the local cache only. ``progress``: show downloads on stderr."""
+    from pytriage.symbols.store import SymbolStore
+    from pytriage.symbols.symbolizer import Symbolizer
+    from pytriage.symbols.sympath import resolve_symbol_path
+
+    path = resolve_symbol_path(symbols)
+    store = SymbolStore(path, progress=progress)
+    local_dirs: List[str] = []
+    for element in path.elements:
+        local_dirs.extend(d.path for d in element.dirs if d.path not in local_dirs)
+    return Symbolizer(target, store=store, isf_dirs=local_dirs), path, store
+
+
+def open_target(dump_path: str, engine: str = "offline"):
+    """The dump as a Target: pytriage's own reader (``offline``), or DbgEng through pybag (``dbgeng``)."""
+    if engine == "offline":
+        from pytriage.target.offline import OfflineDumpTarget
+        return OfflineDumpTarget.open(dump_path)
+    if engine == "dbgeng":
+        from pytriage.target.pybag_target import PybagTarget
+        return PybagTarget.open_dump(dump_path)
+    raise PytriageError("unknown engine %r (have: %s)" % (engine, ", ".join(ENGINES)))
+
+
+def analyze_dump(dump_path: str, symbols: Optional[str] = None, engine: str = "offline", classifier=None,
+                 options=None, progress_stream=None) -> dict:
+    """``pytriage analyze DUMP --json`` as a function: open, symbolize, triage, close; the record.
+
+    The batch worker calls this once per dump; ``classifier`` (default: the shipped list plus
+    ``$PYTRIAGE_TRIAGE_INI``) can be loaded once and passed in."""
+    from pytriage.analysis.triage.engine import triage
+    from pytriage.analysis.triage.modules import load_classifier
+
+    target = open_target(dump_path, engine)
+    try:
+        if target.machine != "AMD64":
+            raise PytriageError("%s; this dump is %s" % (X64_REQUIRED, target.machine))
+        symbolizer, _, _ = open_symbolizer(target, symbols)
+        try:
+            record = triage(target, symbolizer, classifier if classifier is not None else load_classifier(),
+                            options, progress_stream=progress_stream)
+        finally:
+            symbolizer.close()
+    finally:
+        target.close()
+    record["dump"]["path"] = os.path.basename(dump_path)
+    return record

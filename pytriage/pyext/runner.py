@@ -5,9 +5,20 @@ keeps one Python interpreter for the whole debugger session and is not re-entran
 while another runs (a nested `!py` from a breakpoint command, say) must refuse instead of corrupting the
 first. Errors are one line on the debugger's output, never a traceback, and never end the interpreter
 (no ``sys.exit`` inside the debugger: pykd would report the SystemExit as a script failure).
+
+Two things come from the debugger rather than the command line:
+
+- The symbol path: without ``--symbols``, the session's own (``.sympath``, through the target), so the
+  command names the PDBs ``k`` names; ``_NT_SYMBOL_PATH`` and the local cache only after that.
+- DML: when the output stream is pykd's (it has ``writedml``, which pykd's ``dprint(str, dml=True)`` uses),
+  the output is written once as DML with the follow-up commands as links (``pytriage.pyext.dml``);
+  ``PYTRIAGE_DML=0`` turns that off. The text is the same characters either way.
 """
 
 import argparse
+import contextlib
+import io
+import os
 import re
 import sys
 from typing import Callable, List, Optional
@@ -26,15 +37,15 @@ def default_target():
 
 
 def run(command: str, argv: List[str], target_factory: Optional[Callable[[], object]] = None,
-        out=None) -> int:
+        out=None, prog: Optional[str] = None) -> int:
     """Run the cli ``command`` on the debugger's target; returns the exit code the command line would give.
     ``target_factory`` makes the target (default: pykd's); ``out`` is where errors go (default stdout, which
-    pykd shows in the command window)."""
+    pykd shows in the command window); ``prog`` replaces ``!name`` in usage and errors (``pytriage live``)."""
     global _running
     out = out or sys.stdout
-    name = COMMANDS.get(command, command)
+    name = prog or "!" + COMMANDS.get(command, command)
     if _running:
-        out.write("pytriage: !%s: another pytriage command is still running in this debugger session\n" % name)
+        out.write("pytriage: %s: another pytriage command is still running in this debugger session\n" % name)
         return 2
     _running = True
     try:
@@ -48,7 +59,7 @@ def _as_debugger_command(parser, command: str, name: str) -> None:
     for action in parser._actions:               # argparse keeps subparsers here (stable since Python 3.2)
         if isinstance(action, argparse._SubParsersAction) and command in action.choices:
             sub = action.choices[command]
-            sub.prog = "!%s" % name
+            sub.prog = name
             usage = sub.format_usage()[len("usage: "):].strip()
             sub.usage = re.sub(r"\s+", " ", usage).replace(" dump", "", 1)
 
@@ -64,13 +75,32 @@ def _run(command: str, name: str, argv: List[str], target_factory, out) -> int:
         return int(exc.code or 0)
     try:
         args.target = target_factory()
-        return int(args.func(args))
+        if getattr(args, "symbols", "") is None:
+            args.symbols = args.target.debugger_symbol_path()
+        writedml = getattr(sys.stdout, "writedml", None)
+        if writedml is None or os.environ.get("PYTRIAGE_DML", "1") == "0":
+            return int(args.func(args))
+        return _run_with_dml(args, writedml)
     except PytriageError as exc:
-        out.write("pytriage: !%s: %s\n" % (name, exc))
+        out.write("pytriage: %s: %s\n" % (name, exc))
         return 2
     except Exception as exc:  # a pytriage bug: one line, and the session goes on
         if getattr(args, "debug", False):
             raise
-        out.write("pytriage: !%s: internal error: %s: %s (run `pytriage ... --debug` offline and report it)\n"
+        out.write("pytriage: %s: internal error: %s: %s (run `pytriage ... --debug` offline and report it)\n"
                   % (name, type(exc).__name__, exc))
         return 3
+
+
+def _run_with_dml(args: argparse.Namespace, writedml: Callable[[str], None]) -> int:
+    """Run the command with its output collected, then write it as DML in one piece (what it printed before
+    an error still reaches the user; the error line itself goes out as plain text)."""
+    from pytriage.pyext.dml import to_dml
+
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            return int(args.func(args))
+    finally:
+        if buffer.getvalue():
+            writedml(to_dml(buffer.getvalue()))

@@ -68,6 +68,13 @@ class Target:
     def read_physical(self, pa: int, size: int) -> bytes:
         raise UnsupportedDumpError("this target cannot read physical memory")
 
+    def debugger_symbol_path(self) -> Optional[str]:
+        """The symbol path the debugger driving this target uses (its ``.sympath``), or None.
+
+        Inside WinDbg the user already set a symbol path; commands use it when ``--symbols`` is not given,
+        so `!pytriage` names the same PDBs `k` does. Offline targets have no debugger: None."""
+        return None
+
     def processor_contexts(self) -> list:
         """Each processor's ``KPRCB.Context`` registers (``pytriage.dump.processors.ProcessorContext``):
         where ``r``/``k`` and ``~Ns`` start in the debugger. Backends that know them override this."""

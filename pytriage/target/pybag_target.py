@@ -23,6 +23,8 @@ pybag 2.2.15 (github dshikashio/Pybag) gaps this adapter works around:
   pybag does not know; we catch ``OSError`` for reads and map it to ``MemoryReadError``.
 - ``KernelDbg.attach`` swallows ``AttachKernel`` errors in its event thread and waits forever for the
   target; we ask for an initial break and check with ``vertarget`` that a kernel answered.
+- ``IDebugSymbols.GetSymbolPath`` raises ``E_NOTIMPL_Error`` (pybag/dbgeng/idebugsymbols.py); the session's
+  symbol path (the default for ``--symbols``) is read from the ``.sympath`` command's first line.
 - DbgEng renames the kernel and HAL images (``ntkrnlmp.exe``, ``hal.exe``) in its module list, so the module
   list is walked from ``PsLoadedModuleList`` like the offline engine does; DbgEng's list is only a fallback.
 """
@@ -128,6 +130,11 @@ class PybagTarget(Target):
             dbg = pybag.CrashDbg()
         except Exception as exc:   # COM or thread start-up failure inside pybag: report it in one line
             raise PytriageError("pybag could not start DbgEng: %s" % (exc or type(exc).__name__)) from None
+        if '"' in path or any(ord(ch) < 0x20 for ch in path):
+            # DbgEng's command parser has no escape for a quote inside a quoted path (and Windows file names
+            # cannot hold one): refuse instead of running a command line the path could rewrite.
+            raise PytriageError("cannot open %r through DbgEng: the path holds a quote or a control character"
+                                % path)
         try:
             dbg.load_dump(path)
         except OSError:
@@ -154,7 +161,21 @@ class PybagTarget(Target):
         return cls(dbg, live=True)
 
     def close(self) -> None:
+        """A live kernel is detached first (pybag's ``KernelDbg.detach``: ``EndSession(ACTIVE_DETACH)``), so the
+        machine runs on instead of staying broken in once pytriage is done with it."""
+        if self.is_live and hasattr(self.dbg, "detach"):
+            try:
+                self.dbg.detach()
+            except OSError:
+                pass               # the link is gone already: nothing left to let go of
         self.dbg.Release()
+
+    def debugger_symbol_path(self) -> Optional[str]:
+        """The engine's symbol path, from ``.sympath``'s "Symbol search path is: ..." line (pybag does not
+        implement GetSymbolPath); None when it is empty."""
+        found = re.search(r"^Symbol search path is: (.*)$", self._command(".sympath"), re.MULTILINE)
+        path = found.group(1).strip() if found else ""
+        return None if not path or path == "<empty>" else path
 
     # -- DbgEng calls ---------------------------------------------------------------------------------------
     def _command(self, line: str) -> str:

@@ -115,6 +115,11 @@ class PykdTarget(Target):
             raise MemoryReadError(pa + len(data), "the debugger returned %d of %d bytes" % (len(data), size), True)
         return data
 
+    def debugger_symbol_path(self) -> Optional[str]:
+        """``pykd.getSymbolPath()`` (pykd/pymod.cpp, "Returns current symbol path"): the session's ``.sympath``."""
+        path = str(self._call("getSymbolPath", self.pykd.getSymbolPath) or "").strip()
+        return path or None
+
     # -- crash facts ------------------------------------------------------------------------------------------
     def modules(self) -> List[Module]:
         """The debugger's own module list (what ``lm`` shows): no target memory read for it.

@@ -27,6 +27,8 @@ What it reproduces, checked against pybag 2.2.15 (github dshikashio/Pybag, commi
   ``WindowsError(hr)`` (exception.py:56-58). WindowsError is OSError; this fake raises OSError.
   An unreadable address: DbgEng's ReadVirtual fails with HRESULT_FROM_WIN32(ERROR_READ_FAULT) (0x8007001E;
   our belief, not checked against the real engine), which pybag raises as ``WindowsError(hr)``.
+- ``.sympath``'s output ("Symbol search path is: ..." then the expanded path in lower case), as the same engine
+  printed it (pybag's ``GetSymbolPath`` only raises ``E_NOTIMPL_Error``, idebugsymbols.py:231-235).
 - Command output shapes (``vertarget``, ``.bugcheck``, ``.dumpdebug``) and DbgEng's module names for the kernel
   and HAL (``ntkrnlmp.exe``, ``hal.exe``) as Microsoft's dbgeng 10.0.15063 printed them for the ``basic``
   scenario under wine (../shared/tools/dbgeng-wine).
@@ -156,6 +158,7 @@ class _DebuggerBase:
         self._pending: Optional[str] = None
         self._live = False
         self.released = False
+        self.symbol_path = ""          # the engine's symbol path (_NT_SYMBOL_PATH at start-up): tests set it
 
     # -- the session ---------------------------------------------------------------------------------------
     def _require(self) -> OfflineDumpTarget:
@@ -187,6 +190,9 @@ class _DebuggerBase:
         if m:
             self._pending = m.group(1)
             return "\nLoading Dump File [%s]\n" % m.group(1)
+        if cmdline == ".sympath":
+            path = self.symbol_path or "<empty>"
+            return "Symbol search path is: %s\nExpanded Symbol search path is: %s\n" % (path, path.lower())
         target = self._require()
         if cmdline == "vertarget":
             return self._vertarget(target)

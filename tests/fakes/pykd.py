@@ -47,6 +47,10 @@ https://github.com/ivellioscolin/kdlibcpp at commit e54598d2):
   - ``getNumberThreads() -> int`` (in kernel mode DbgEng's threads are the processors): pymod.cpp l.578,
     kdlib dbgeng.cpp l.1322 (IDebugSystemObjects::GetNumberThreads).
 
+  Symbols
+  - ``getSymbolPath() -> str``: the session's symbol path (``.sympath``): pymod.cpp l.614, pykd/pysymengine.h
+    l.17-21 (kdlib::getSymbolPath). Tests set it through ``symbol_path``.
+
   Output
   - ``dprint(str, dml=False)``, ``dprintln(str, dml=False)``: write to ``sys.stdout`` (``writedml`` when dml
     is set and the stream has it): pymod.cpp l.234-237, pykd/pydbgio.h l.12-27.
@@ -176,6 +180,7 @@ class FakePykd(types.ModuleType):
             setattr(self, cls.__name__, cls)
         self.CPUType = CPUType
         self.dumpType = dumpType
+        self.symbol_path = ""          # what the user's .sympath would be: tests set it
 
     def close(self) -> None:
         self._target.close()
@@ -278,6 +283,10 @@ class FakePykd(types.ModuleType):
     def getNumberThreads(self) -> int:
         self.calls["getNumberThreads"] += 1
         return self._dump.header.processors
+
+    def getSymbolPath(self) -> str:   # noqa: N802 - pykd's name
+        self.calls["getSymbolPath"] += 1
+        return self.symbol_path
 
     # -- output -----------------------------------------------------------------------------------------------
     def dprint(self, str: str, dml: bool = False) -> None:      # noqa: A002 - pykd's argument name
