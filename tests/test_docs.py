@@ -80,3 +80,14 @@ def test_readme_nblwalk_example_is_the_seed_nbl(tmp_path, capsys):
     assert int(address.replace("`", ""), 16) == built.nbl_addresses["seed"]
     assert cli.main(["nblwalk", built.dump_path, address, "--symbols", built.symstore_path]) == 0
     assert "the driver below nwifi (vwifimf.sys)" in capsys.readouterr().out
+
+
+def test_windbg_md_sample_is_what_pytriage_prints(tmp_path, capsys):
+    """docs/windbg.md shows part of `!pytriage` on nwifi-completion: it must be the command's real output."""
+    from pytriage.scenarios import build_builtin
+
+    doc = _read(os.path.join("docs", "windbg.md"))
+    sample = re.search(r"### What you see.*?```\n(.*?)```", doc, re.DOTALL).group(1)
+    built = build_builtin("nwifi-completion", str(tmp_path), "bitmap")
+    assert cli.main(["analyze", built.dump_path, "--symbols", "srv*" + built.symstore_path]) == 0
+    assert sample in capsys.readouterr().out
