@@ -357,6 +357,23 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    """Every kernel dump under DIR triaged into OUT (docs/cli.md#batch); exit 130 after Ctrl-C."""
+    from pytriage.batch.runner import run_batch, summary_lines
+    from pytriage.batch.task import TaskOptions
+
+    options = TaskOptions(symbols=args.symbols, timeout=args.timeout, memory_mb=args.memory_mb, engine=args.engine)
+    summary = run_batch(args.dir, args.output, args.jobs, options, dask=args.dask, progress_stream=sys.stderr)
+    if summary.report_error:
+        print("pytriage: error: reports not written: %s" % summary.report_error, file=sys.stderr)
+    if summary.interrupted:
+        print("interrupted: %d of %d dumps triaged; run again to finish" % (summary.with_result, summary.found),
+              file=sys.stderr)
+        return 130
+    print("\n".join(summary_lines(summary)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pytriage", description=(
         "Network-aware Windows kernel crash triage. Offline engine: reads full, bitmap and triage "
@@ -495,6 +512,25 @@ def build_parser() -> argparse.ArgumentParser:
     scen.add_argument("-o", "--output", default=".", help="output directory (default: current)")
     scen.add_argument("--type", choices=("full", "bitmap"), default="bitmap", help="dump kind to write")
     scen.set_defaults(func=_cmd_scenario)
+
+    batch = sub.add_parser("batch", parents=[symbols], help=(
+        "triage every kernel dump under a folder in parallel into a results database and reports; "
+        "re-runs triage only new dumps"))
+    batch.add_argument("dir", metavar="DIR", help="folder searched recursively for kernel dumps (found by signature, "
+                                                  "not name)")
+    batch.add_argument("-o", "--output", default="pytriage-batch", metavar="OUT", help=(
+        "output folder: results.sqlite and the reports (default ./pytriage-batch)"))
+    batch.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, metavar="N", help=(
+        "dumps triaged at once, one worker process each (default: the number of CPUs, %(default)s here)"))
+    batch.add_argument("--timeout", type=float, default=300.0, metavar="S", help=(
+        "seconds per dump before its worker is killed and the dump reported as timeout (default 300)"))
+    batch.add_argument("--memory-mb", type=int, default=4096, metavar="N", help=(
+        "address-space cap per worker beyond the dump's own size, POSIX only (default 4096; 0: no cap)"))
+    batch.add_argument("--engine", choices=("offline", "dbgeng"), default="offline", help=(
+        "offline: pytriage's own dump reader (default); dbgeng: Microsoft's engine through pybag (Windows)"))
+    batch.add_argument("--dask", metavar="ADDRESS", help=(
+        "run the triage on a Dask distributed cluster (tcp://scheduler:8786) instead of local workers"))
+    batch.set_defaults(func=_cmd_batch)
     return parser
 
 
