@@ -12,6 +12,9 @@ Why the walk is built the way it is:
   and a server that failed is not asked again (:mod:`~pytriage.symbols.download`).
 - One failing element does not end the walk: a later element may still have the file, so the first
   error is raised only when none does, and otherwise becomes a message.
+- A download holds the cache entry's lock (:mod:`~pytriage.symbols.store_lock`) and looks in the cache again
+  once it has it: processes sharing a cache (batch workers, Dask workers on a shared folder) download each
+  file once, the others wait and take it from the cache.
 - A plain directory (no ``cache*``) is the user's and is never written to; a cache element's files are
   copied or expanded into its cache so the next run finds them there.
 
@@ -48,6 +51,7 @@ from pytriage.symbols.store_files import (
     make_key_dir,
     unlink_quietly,
 )
+from pytriage.symbols.store_lock import DEFAULT_LOCK_TIMEOUT, cache_entry_lock
 from pytriage.symbols.store_names import check_key, compressed_name, image_key, pdb_key, sanitize_name
 from pytriage.symbols.sympath import LocalDir, PathElement, SymbolPath, resolve_symbol_path
 
@@ -85,7 +89,8 @@ class SymbolStore:
     ``progress`` is a :data:`ProgressCallback`, True for a byte counter on stderr, False for silence,
     or None for the counter only when stderr is a terminal (never garbage in a redirected log);
     ``negative_ttl`` is how long a "not on this server" answer is
-    trusted (0 disables the negative cache).
+    trusted (0 disables the negative cache); ``lock_timeout`` is how long a download waits for another process
+    that is downloading the same file into the same cache.
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class SymbolStore:
         progress: Union[None, bool, ProgressCallback] = None,
         negative_ttl: float = DEFAULT_NEGATIVE_TTL,
         backoff: float = DEFAULT_BACKOFF,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         if symbol_path is None:
             symbol_path = resolve_symbol_path(None)
@@ -107,6 +113,7 @@ class SymbolStore:
         retries = max(0, int(retries))
         self.max_bytes = int(max_bytes)
         self.negative_ttl = float(negative_ttl)
+        self.lock_timeout = float(lock_timeout)
         backoff = float(backoff)
         if progress is None:
             progress = sys.stderr is not None and sys.stderr.isatty()
@@ -270,11 +277,7 @@ class SymbolStore:
 
     def _from_server(self, url: str, cache: str, name: str, key: str) -> Optional[str]:
         """Ask ``url`` for the file, then its ``name_`` CAB, then a file.ptr, caching what it sends."""
-        remembered = remembered_absence(cache, name, key, url, self.negative_ttl)
-        if remembered is not None:
-            self.stats.negative_hits += 1
-            if remembered.startswith("MSG: "):  # the server's own words are worth repeating; a 404 is not
-                self.messages.append("%s: %s: %s (remembered)" % (name, url, remembered[5:]))
+        if self._remembered_absence(url, cache, name, key):
             return None
         earlier_failure = self._server_client.earlier_failure(url)
         if earlier_failure is not None:
@@ -284,6 +287,27 @@ class SymbolStore:
             )
         key_dir = make_key_dir(cache, name, key)
         dest = os.path.join(key_dir, name)
+        with cache_entry_lock(dest, name, self.lock_timeout):
+            # Another process may have fetched the file, or learnt the server lacks it, while we waited.
+            if os.path.isfile(dest):
+                self.stats.cache_hits += 1
+                return dest
+            if self._remembered_absence(url, cache, name, key):
+                return None
+            return self._download(url, cache, key_dir, dest, name, key)
+
+    def _remembered_absence(self, url: str, cache: str, name: str, key: str) -> bool:
+        """True (counted, and the server's words kept) when the negative cache says ``url`` lacks the file."""
+        remembered = remembered_absence(cache, name, key, url, self.negative_ttl)
+        if remembered is None:
+            return False
+        self.stats.negative_hits += 1
+        if remembered.startswith("MSG: "):  # the server's own words are worth repeating; a 404 is not
+            self.messages.append("%s: %s: %s (remembered)" % (name, url, remembered[5:]))
+        return True
+
+    def _download(self, url: str, cache: str, key_dir: str, dest: str, name: str, key: str) -> Optional[str]:
+        """The requests of :meth:`_from_server`, under the entry's lock."""
         quoted = urllib.parse.quote(name, safe="")
         # Microsoft's server is case-insensitive; a store copied to Linux and served by a static web server
         # is not, and such copies usually have lower-case keys (the corpus store does): ask for that too.
