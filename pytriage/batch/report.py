@@ -6,31 +6,30 @@ re-running the reports never needs the dumps. Each file is written to a temporar
 an interrupted write leaves the previous report, not half a file.
 """
 
+import io
 import os
-from typing import Any, Callable, Dict, TextIO
+from typing import IO, Any, Callable, Dict, TextIO
 
 from pytriage.batch.groups import build_report
 from pytriage.batch.report_html import render_html
 from pytriage.batch.report_jsonl import write_jsonl
 from pytriage.batch.report_markdown import render_markdown
+from pytriage.symbols.store_files import atomic_write
 
 FILE_NAMES = {"jsonl": "results.jsonl", "markdown": "summary.md", "html": "report.html"}
 
 
 def _write_atomically(path: str, write: Callable[[TextIO], Any]) -> None:
-    # not tempfile.mkstemp: its files are private (0600) and the reports are meant to be shared
-    tmp = os.path.join(os.path.dirname(path), ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
-    try:
+    """``write`` text into ``path`` through the symbol cache's atomic writer (temporary file, then rename;
+    the usual permissions, since reports are meant to be shared)."""
+    def write_bytes(raw: IO[bytes]) -> None:
         # errors="replace": a lone surrogate from a damaged dump string must not cost the whole report
-        with open(tmp, "w", encoding="utf-8", errors="replace", newline="\n") as out:
-            write(out)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        out = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="\n")
+        write(out)
+        out.flush()
+        out.detach()                     # the raw file is the atomic writer's to close
+
+    atomic_write(path, write_bytes)
 
 
 def write_reports(store: Any, run_id: int, out_dir: str) -> Dict[str, str]:
