@@ -363,7 +363,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from pytriage.batch.task import TaskOptions
 
     options = TaskOptions(symbols=args.symbols, timeout=args.timeout, memory_mb=args.memory_mb, engine=args.engine)
-    summary = run_batch(args.dir, args.output, args.jobs, options, dask=args.dask, progress_stream=sys.stderr)
+    summary = run_batch(args.dir, args.output, args.jobs, options, dask=args.dask, progress_stream=sys.stderr,
+                        retry_failed=args.retry_failed)
     if summary.report_error:
         print("pytriage: error: reports not written: %s" % summary.report_error, file=sys.stderr)
     if summary.interrupted:
@@ -530,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
         "offline: pytriage's own dump reader (default); dbgeng: Microsoft's engine through pybag (Windows)"))
     batch.add_argument("--dask", metavar="ADDRESS", help=(
         "run the triage on a Dask distributed cluster (tcp://scheduler:8786) instead of local workers"))
+    batch.add_argument("--retry-failed", action="store_true", help=(
+        "triage again the dumps whose stored result is error, timeout or crashed (say, with a larger --timeout); "
+        "by default a stored failure is kept"))
     batch.set_defaults(func=_cmd_batch)
     return parser
 

@@ -33,7 +33,7 @@ CONNECT_TIMEOUT = 20.0          # seconds to reach the scheduler
 CHECK_TIMEOUT = 120.0           # seconds for the pre-flight task (a worker starting a pytriage worker process)
 
 
-def _import_distributed() -> Any:
+def import_distributed() -> Any:
     try:
         import distributed
     except ImportError:
@@ -90,7 +90,7 @@ def run_on_dask(address: str, paths: Sequence[str], options: TaskOptions) -> Ite
     ``(path, result)`` as tasks complete, ``result`` being what ``run_dump`` returns (or the error row of a task
     that failed on the cluster). Closing the iterator (Ctrl-C) cancels what is still pending and closes the
     client. ``PytriageError`` for a scheduler that cannot be reached or workers that cannot run the task."""
-    distributed = _import_distributed()
+    distributed = import_distributed()
     worker_python = list(options.child_argv) == default_child_argv()
     try:
         client = distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)

@@ -107,13 +107,7 @@ def _exclude_out_dir(root: str, out_dir: str) -> List[str]:
 
 
 def _write_reports(store: ResultStore, run_id: int, out_dir: str) -> Dict[str, str]:
-    """``report.write_reports`` when the report module is installed; else only the database is written."""
-    try:
-        from pytriage.batch.report import write_reports
-    except ImportError as exc:
-        if getattr(exc, "name", None) == "pytriage.batch.report":
-            return {}
-        raise
+    from pytriage.batch.report import write_reports
     return dict(write_reports(store, run_id, out_dir))
 
 
@@ -143,12 +137,14 @@ class BatchRun:
     """One ``run_batch`` call's state (see the module docstring for the steps)."""
 
     def __init__(self, root: str, out_dir: str, jobs: int, options: TaskOptions, dask: Optional[str],
-                 progress_stream: Optional[TextIO], tty: Optional[bool], exclude: Sequence[str]) -> None:
+                 progress_stream: Optional[TextIO], tty: Optional[bool], exclude: Sequence[str],
+                 retry_failed: bool = False) -> None:
         self.root = os.path.abspath(root)
         self.out_dir = os.path.abspath(out_dir)
         self.jobs = jobs
         self.options = options
         self.dask = dask
+        self.retry_failed = retry_failed
         self.progress_stream = progress_stream
         self.tty = tty
         self.exclude = list(exclude) + _exclude_out_dir(self.root, self.out_dir)
@@ -245,6 +241,9 @@ class BatchRun:
     def run(self) -> BatchSummary:
         _validate(self.root, self.jobs, self.options)
         try:
+            if self.dask:
+                from pytriage.batch.dask_runner import import_distributed
+                import_distributed()        # no dask.distributed: one line before any dump is hashed
             if self.options.engine == "dbgeng" and not self.dask:
                 # no pybag: fail before walking a single folder (the checked worker then triages)
                 self.pool.adopt(check_worker(self.options, keep=True))
@@ -273,7 +272,7 @@ class BatchRun:
             for path in discovery.dumps:                  # sorted: the first path of a content triages it
                 if path in hashes:
                     first.setdefault(hashes[path], path)
-            stored = store.stored_hashes(__version__)
+            stored = store.stored_hashes(__version__, ok_only=self.retry_failed)
             plan = [(sha256, path) for sha256, path in first.items() if sha256 not in stored]
             summary.distinct, summary.to_triage = len(first), len(plan)
             summary.already = summary.distinct - summary.to_triage
@@ -325,14 +324,15 @@ class BatchRun:
 
 def run_batch(root: str, out_dir: str, jobs: int, options: TaskOptions, dask: Optional[str] = None,
               progress_stream: Optional[TextIO] = sys.stderr, tty: Optional[bool] = None,
-              exclude: Sequence[str] = ()) -> BatchSummary:
+              exclude: Sequence[str] = (), retry_failed: bool = False) -> BatchSummary:
     """Triage every kernel dump under ``root`` into ``out_dir`` (results.sqlite and the reports).
 
     ``jobs``: worker processes (threads driving them); ``dask``: a scheduler address to run the task on a Dask
     cluster instead; ``progress_stream``: where progress goes (None: silent), as a bar when ``tty`` (default:
-    the stream's isatty()). Raises ``PytriageError`` for bad input (folder missing, output not writable, engine
-    unusable); after Ctrl-C returns the summary with ``interrupted`` set."""
-    return BatchRun(root, out_dir, jobs, options, dask, progress_stream, tty, exclude).run()
+    the stream's isatty()); ``retry_failed``: triage again the dumps whose stored result is a failure (error,
+    timeout, crashed) instead of keeping it. Raises ``PytriageError`` for bad input (folder missing, output
+    not writable, engine unusable); after Ctrl-C returns the summary with ``interrupted`` set."""
+    return BatchRun(root, out_dir, jobs, options, dask, progress_stream, tty, exclude, retry_failed).run()
 
 
 MAX_SKIPPED_SHOWN = 50

@@ -134,8 +134,11 @@ class ResultStore:
         return self.conn.execute("SELECT * FROM files WHERE last_run = ? ORDER BY rel_path", (run_id,)).fetchall()
 
     # -- results -----------------------------------------------------------------------------------------------
-    def stored_hashes(self, tool_version: str) -> Set[str]:
-        return {row[0] for row in self.conn.execute("SELECT sha256 FROM results WHERE tool_version = ?",
+    def stored_hashes(self, tool_version: str, ok_only: bool = False) -> Set[str]:
+        """Contents with a result for ``tool_version``; ``ok_only``: only those triaged (a failed row -- error,
+        timeout, crashed -- then counts as not stored, so ``--retry-failed`` triages it again)."""
+        where = " AND status = 'ok'" if ok_only else ""
+        return {row[0] for row in self.conn.execute("SELECT sha256 FROM results WHERE tool_version = ?" + where,
                                                     (tool_version,))}
 
     def put_result(self, sha256: str, tool_version: str, result: Dict[str, object],

@@ -149,3 +149,24 @@ def test_progress_bar_on_a_terminal_is_redrawn_in_place(built, tmp_path):
     assert "\rtriage [........................] 0/2 dumps  0.0/s  ETA ?" in text
     assert re.search(r"\rtriage \[########################\] 2/2 dumps  \d+\.\d/s  ETA 0:00\r\n", text), text
     assert "\ntriage:" not in text                       # no log lines on a terminal
+
+
+def test_dask_without_distributed_fails_before_any_work(built, tmp_path, capsys, monkeypatch):
+    write(str(tmp_path / "case" / "a.dmp"), built.dumps["basic"])
+    monkeypatch.setitem(sys.modules, "distributed", None)          # as on a machine without pytriage[dask]
+    assert cli.main(["batch", str(tmp_path / "case"), "-o", str(tmp_path / "out"), "--dask", "tcp://h:8786"]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "pytriage: error: --dask needs dask.distributed on this machine and on the workers: "
+                              "pip install 'pytriage[dask]'\n")
+    assert not (tmp_path / "out").exists()                       # nothing hashed, no store created
+
+
+def test_retry_failed_on_the_command_line(built, tmp_path, capsys):
+    write(str(tmp_path / "case" / "a.dmp"), built.dumps["basic"])
+    write(str(tmp_path / "case" / "cut.dmp"), built.dumps["wfp-callout-nbl"][:5000])
+    argv = ["batch", str(tmp_path / "case"), "-o", str(tmp_path / "out"), "--jobs", "1", "--symbols", built.symbols]
+    assert cli.main(argv) == 0 and cli.main(argv + ["--retry-failed"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    retried = [line for line in lines if line.startswith("Triaged now:")][1]
+    assert re.fullmatch(r"Triaged now: 1 in \d+\.\d s \(\d+\.\d dumps/s\); already in the store: 1; same content "
+                        r"as another file: 0", retried), retried

@@ -305,6 +305,32 @@ def test_batch_folder_resumes_dedupes_and_survives_a_hang(built, dumps, tmp_path
         "LWF_AV_contosolwf.sys", "NBL_COMPLETION_STACK_CORRUPT_vwifimf.sys", "WFP_NBL_REFERENCE_MISUSE_inspect.sys"]
 
 
+def test_retry_failed_triages_only_the_failures_again(built, dumps, tmp_path):
+    """A stored timeout stays a timeout on a plain re-run; --retry-failed triages exactly the failed contents
+    again (here with a worker that no longer hangs) and replaces their rows."""
+    paths, records = dumps
+    case, out = tmp_path / "case", str(tmp_path / "out")
+    copy(paths["basic"], str(case / "basic.dmp"))
+    copy(paths["truncated"], str(case / "truncated.dmp"))
+    write(str(case / "hang.dmp"), with_crash_time(built.dumps["nwifi-completion"], 1700000000))
+    hanging = TaskOptions(symbols=built.symbols, timeout=2, child_argv=MISBEHAVING)
+    first = run_batch(str(case), out, 2, hanging, progress_stream=None)
+    assert first.by_status == {"ok": 1, "error": 1, "timeout": 1}
+    healthy = TaskOptions(symbols=built.symbols)
+    plain = run_batch(str(case), out, 2, healthy, progress_stream=None)
+    assert (plain.to_triage, plain.triaged, plain.by_status) == (0, 0, {"ok": 1, "error": 1, "timeout": 1})
+    retried = run_batch(str(case), out, 2, healthy, progress_stream=None, retry_failed=True)
+    assert (retried.already, retried.to_triage, retried.triaged) == (1, 2, 2)
+    assert retried.by_status == {"ok": 2, "error": 1}                 # the truncated dump fails the same way
+    rows, _ = _rows(retried.store_path, retried.run_id)
+    assert rows["hang.dmp"]["status"] == "ok"
+    assert rows["hang.dmp"]["network_bucket"] == "NBL_COMPLETION_STACK_CORRUPT_vwifimf.sys"
+    assert rows["hang.dmp"]["dump_time"] == 1700000000.0
+    assert (rows["truncated.dmp"]["status"], rows["truncated.dmp"]["error"]) == ("error", TRUNCATED["error"])
+    again = run_batch(str(case), out, 2, healthy, progress_stream=None, retry_failed=True)
+    assert (again.to_triage, again.triaged) == (1, 1)                 # only the dump that still fails
+
+
 def test_batch_output_folder_inside_the_dump_folder_is_not_walked(built, dumps, tmp_path):
     paths, _ = dumps
     case = tmp_path / "case"
