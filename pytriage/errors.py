@@ -68,6 +68,12 @@ class SpecError(PytriageError):
     """A scenario spec is invalid; the message names the JSON path of the bad value."""
 
 
+def first_line(text: object) -> str:
+    """The first non-blank line of ``text`` (an exception's message may span lines), stripped; "" if none."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 def format_address(value: int) -> str:
     """Format a 64-bit address the way WinDbg does: ``fffff804`7ba00000``."""
     value &= 0xFFFFFFFFFFFFFFFF

@@ -908,6 +908,12 @@ def lookup(code: int) -> Optional[BugcheckInfo]:
     return _TABLE.get(code)
 
 
+def bugcheck_name(code: int) -> str:
+    """The code's symbolic name, or ``UNKNOWN_BUGCHECK_0x...`` when pytriage has no entry for it."""
+    info = _TABLE.get(code)
+    return info.name if info is not None else "UNKNOWN_BUGCHECK_0x%X" % code
+
+
 def all_codes() -> List[int]:
     """Every code in the table, sorted."""
     return sorted(_TABLE)

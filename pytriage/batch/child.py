@@ -28,15 +28,10 @@ import time
 from typing import Dict, Optional, TextIO
 
 from pytriage import __version__
-from pytriage.errors import PytriageError
+from pytriage.errors import PytriageError, first_line
 
 PROTOCOL = "pytriage.batch.child/1"
 _classifier = None
-
-
-def _one_line(text: str) -> str:
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 def set_memory_cap(memory_mb: int, dump_size: int) -> bool:
@@ -75,7 +70,7 @@ def header_facts(path: str) -> Dict[str, object]:
     """Bugcheck and crash time from the dump header alone, for a dump whose triage failed (truncated, corrupt
     memory): the row still groups by bugcheck and shows when the machine crashed. Empty when the header itself
     cannot be read."""
-    from pytriage.analysis.bugcheck_kb import lookup
+    from pytriage.analysis.bugcheck_kb import bugcheck_name
     from pytriage.dump.filemap import DumpFile
     from pytriage.dump.header import read_header
 
@@ -89,12 +84,10 @@ def header_facts(path: str) -> Dict[str, object]:
         return {}
     finally:
         dump.close()
-    facts: Dict[str, object] = {"bugcheck_code": "0x%X" % header.bugcheck_code}
-    info = lookup(header.bugcheck_code)
-    facts["bugcheck_name"] = info.name if info is not None else "UNKNOWN_BUGCHECK_0x%X" % header.bugcheck_code
-    epoch = 116444736000000000                           # 1970-01-01 in FILETIME ticks
-    if epoch < header.system_time < 0x7FFFFFFFFFFFFFFF:
-        facts["dump_time"] = (header.system_time - epoch) / 1e7
+    facts: Dict[str, object] = {"bugcheck_code": "0x%X" % header.bugcheck_code,
+                                "bugcheck_name": bugcheck_name(header.bugcheck_code)}
+    if header.crash_time is not None:
+        facts["dump_time"] = header.crash_time
     return facts
 
 
@@ -142,15 +135,15 @@ def handle(request: dict) -> dict:
         record = triage_path(path, request.get("symbols"), str(request.get("engine") or "offline"))
         return {"status": "ok", "seconds": time.monotonic() - start, "record": record}
     except PytriageError as exc:
-        error = _one_line(str(exc)) or type(exc).__name__
+        error = first_line(exc) or type(exc).__name__
     except MemoryError:
         error = "out of memory: the triage needed more than --memory-mb %s MB (beyond the dump's own size)" % (
             request.get("memory_mb"))
         restart = True
     except RecursionError as exc:
-        error = "internal error: RecursionError: %s" % _one_line(str(exc))
+        error = "internal error: RecursionError: %s" % first_line(exc)
     except Exception as exc:  # a bug in pytriage on this dump: one row, the batch goes on
-        error = "internal error: %s: %s" % (type(exc).__name__, _one_line(str(exc)))
+        error = "internal error: %s: %s" % (type(exc).__name__, first_line(exc))
     finally:
         lift_memory_cap()
     seconds = time.monotonic() - start

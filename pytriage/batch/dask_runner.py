@@ -27,7 +27,7 @@ import dataclasses
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 from pytriage.batch.task import TaskOptions, default_child_argv, failure_result, run_dump
-from pytriage.errors import PytriageError
+from pytriage.errors import PytriageError, first_line
 
 CONNECT_TIMEOUT = 20.0          # seconds to reach the scheduler
 CHECK_TIMEOUT = 120.0           # seconds for the pre-flight task (a worker starting a pytriage worker process)
@@ -42,13 +42,8 @@ def import_distributed() -> Any:
     return distributed
 
 
-def _one_line(text: object) -> str:
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[0][:300] if lines else ""
-
-
 def _describe(exc: BaseException) -> str:
-    text = _one_line(exc)
+    text = first_line(exc)[:300]
     return "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
 
 
@@ -96,7 +91,7 @@ def run_on_dask(address: str, paths: Sequence[str], options: TaskOptions) -> Ite
         client = distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise PytriageError("cannot connect to the Dask scheduler %s: %s"
-                            % (address, _one_line(exc) or type(exc).__name__)) from None
+                            % (address, first_line(exc)[:300] or type(exc).__name__)) from None
     futures: Dict[Any, str] = {}
     try:
         _preflight(client, options, worker_python, address)

@@ -138,13 +138,7 @@ class BatchReport:
 
 def connection_of(store: Any) -> sqlite3.Connection:
     """The sqlite3 connection behind a ResultStore (its ``conn``), or the connection itself."""
-    if isinstance(store, sqlite3.Connection):
-        return store
-    for name in ("conn", "connection"):
-        conn = getattr(store, name, None)
-        if isinstance(conn, sqlite3.Connection):
-            return conn
-    raise TypeError("expected a ResultStore or a sqlite3 connection, got %r" % (store,))
+    return store if isinstance(store, sqlite3.Connection) else store.conn
 
 
 def utc_iso(epoch: Optional[float]) -> str:

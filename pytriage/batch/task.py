@@ -284,13 +284,11 @@ class ChildWorker:
         try:
             reply = self.request({"op": "triage", "path": path, "symbols": options.symbols, "engine": options.engine,
                                   "memory_mb": options.memory_mb}, options.timeout)
-        except WorkerError as exc:
+        except (WorkerError, _Died) as exc:      # could not start, or died on this dump
             return failure_result("crashed", str(exc), time.monotonic() - start, options.engine, _header_facts(path))
         except _Timeout:
             return failure_result("timeout", "no result after %s s, worker killed" % _format_seconds(options.timeout),
                                   time.monotonic() - start, options.engine, _header_facts(path))
-        except _Died as exc:
-            return failure_result("crashed", str(exc), time.monotonic() - start, options.engine, _header_facts(path))
         seconds = float(reply.get("seconds") or 0.0)
         if reply.get("status") == "ok" and isinstance(reply.get("record"), dict):
             return result_from_record(reply["record"], seconds, options.engine)
@@ -335,19 +333,19 @@ class WorkerPool:
     def run(self, path: str) -> Dict[str, object]:
         return self.worker().run(path)
 
-    def kill(self) -> None:
-        """Ctrl-C: kill every worker process now; none is started again."""
+    def _close_to_new(self) -> List[ChildWorker]:
+        """Mark the pool closed (no worker starts after this) and return every worker it has."""
         with self._lock:
             self.closed = True
-            workers = list(self._workers)
-        for worker in workers:
+            return list(self._workers)
+
+    def kill(self) -> None:
+        """Ctrl-C: kill every worker process now; none is started again."""
+        for worker in self._close_to_new():
             worker.kill()
 
     def close(self) -> None:
-        with self._lock:
-            self.closed = True
-            workers = list(self._workers)
-        for worker in workers:
+        for worker in self._close_to_new():
             worker.close()
 
 

@@ -13,6 +13,7 @@ from pytriage.dump.filemap import DumpFile
 from pytriage.errors import DumpFormatError
 
 _FILETIME_EPOCH = datetime.datetime(1601, 1, 1, tzinfo=datetime.timezone.utc)
+_UNIX_EPOCH_FILETIME = 116444736000000000            # 1970-01-01 in FILETIME ticks (100 ns since 1601)
 
 
 class DumpHeader:
@@ -54,6 +55,13 @@ class DumpHeader:
         except OverflowError:
             return None
         return when.strftime("%Y-%m-%dT%H:%M:%S.") + "%06dZ" % when.microsecond
+
+    @property
+    def crash_time(self) -> Optional[float]:
+        """Crash time as Unix seconds (``SystemTime``), None when unset, before 1970 or absurd."""
+        if _UNIX_EPOCH_FILETIME < self.system_time < 0x7FFFFFFFFFFFFFFF:
+            return (self.system_time - _UNIX_EPOCH_FILETIME) / 1e7
+        return None
 
     @property
     def uptime_seconds(self) -> float:

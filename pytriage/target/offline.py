@@ -6,8 +6,6 @@ from pytriage.dump.kernel_dump import KernelDump
 from pytriage.target.base import Target
 from pytriage.target.model import Module, ModuleList
 
-_UNIX_EPOCH_FILETIME = 116444736000000000
-
 
 class OfflineDumpTarget(Target):
     def __init__(self, dump: KernelDump, cache_pages: int = 2048) -> None:
@@ -19,9 +17,7 @@ class OfflineDumpTarget(Target):
         self.dump_kind = ("triage" if dump.triage is not None else "full" if dump.header.dump_type == 1
                           else "bitmap" if dump.physical is not None else "header-only")
         self._listing: Optional[ModuleList] = None
-        ticks = dump.header.system_time                # FILETIME: 100 ns since 1601; 0 or absurd = unknown
-        if 0 < ticks < 0x7FFFFFFFFFFFFFFF and ticks > _UNIX_EPOCH_FILETIME:
-            self.crash_time = (ticks - _UNIX_EPOCH_FILETIME) / 1e7
+        self.crash_time = dump.header.crash_time
 
     @classmethod
     def open(cls, path: str) -> "OfflineDumpTarget":

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from pytriage import __version__
-from pytriage.analysis.bugcheck_kb import explain_parameters, lookup, next_steps_for
+from pytriage.analysis.bugcheck_kb import bugcheck_name, explain_parameters, lookup, next_steps_for
 from pytriage.analysis.function_table import UnwindCatalog
 from pytriage.analysis.memory_owner import MemoryOwnerFinder
 from pytriage.analysis.nbl.layouts import NblLayouts
@@ -131,7 +131,7 @@ class Triage:
         explained = explain_parameters(code, params)
         irql = next((p.value for p in explained if p.kind == "irql" and p.value <= 31), None)
         record = {"schema": SCHEMA, "version": __version__, "dump": self._dump_facts(),
-                  "bugcheck": {"code": "0x%X" % code, "name": info.name if info else "UNKNOWN_BUGCHECK_0x%X" % code,
+                  "bugcheck": {"code": "0x%X" % code, "name": bugcheck_name(code),
                                "known": info is not None, "summary": info.summary if info else
                                "pytriage's knowledge base has no entry for this code",
                                "family": info.family if info else "other",
